@@ -1,0 +1,1 @@
+"""rnnserve serving side: ONNX Runtime + gRPC, never torch."""

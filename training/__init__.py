@@ -1,0 +1,1 @@
+"""rnnserve training side: PyTorch char-level language models and sentiment classifiers."""

@@ -1,0 +1,111 @@
+"""Command line: python -m training {train, eval, sample, export} (see --help of each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> None:
+    from training.config import load_config
+    from training.train import train
+
+    if args.resume and (args.config or overrides):
+        sys.exit("--resume continues a checkpoint with its saved config; do not pass --config or overrides")
+    if not args.resume and not args.config and not overrides:
+        sys.exit("train needs --config RECIPE (and/or --key=value overrides), or --resume CKPT")
+    cfg = None if args.resume else load_config(args.config, overrides)
+    ckpt = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({"checkpoint": f"{ckpt['config']['out_dir']}/last.pt", "step": ckpt["step"],
+                      "elapsed_s": round(ckpt["elapsed_s"], 1), **_floats(ckpt["metrics"])}))
+
+
+def _floats(m: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from training.checkpoint import config_of, load_checkpoint, model_of
+    from training.data import CharCorpus, read_sentences
+    from training.evaluate import evaluate_classifier, evaluate_lm
+
+    torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = config_of(ckpt)
+    model, tok = model_of(ckpt)
+    if cfg.task == "char_lm":
+        path = args.data or cfg.data.path
+        if args.data:  # a separate test file: score all of it
+            from training.data import read_text
+            ids = tok.encode(read_text(path))
+        else:
+            ids = CharCorpus.from_file(path, cfg.data.val_fraction, tokenizer=tok).val
+        result = evaluate_lm(model, ids, batch_size=args.batch_size)
+    else:
+        path = args.data or cfg.data.val_path
+        result = evaluate_classifier(model, tok, read_sentences(path, cfg.data.labels, cfg.data.format))
+        result["labels"] = list(cfg.data.labels.values())
+    print(json.dumps({"data": str(path), **_floats(result)}, indent=1))
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from training.checkpoint import load_checkpoint, model_of
+    from training.sample import generate
+
+    torch.set_num_threads(args.threads)
+    model, tok = model_of(load_checkpoint(args.checkpoint))
+    text = generate(model, tok, args.prime, args.n, args.temperature, args.top_k, args.top_p, args.seed)
+    print(args.prime + text)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from training.export import describe, export_checkpoint
+
+    meta = export_checkpoint(args.checkpoint, args.out_dir, description=args.description)
+    print(f"wrote {args.out_dir}: verified against torch")
+    print(describe(meta))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train from a recipe; extra --key=value arguments override it",
+                       description="e.g. python -m training train --config recipes/shakespeare_lstm.json --max_steps=100")
+    t.add_argument("--config", help="JSON recipe (see recipes/)")
+    t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("eval", help="loss/bpc (char LM) or accuracy/confusion (classifier)")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", help="another file to score (default: the validation split of training)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--threads", type=int, default=2)
+    s = sub.add_parser("sample", help="generate text from a char LM checkpoint")
+    s.add_argument("checkpoint")
+    s.add_argument("--prime", default="\n", help="text that primes the state")
+    s.add_argument("-n", type=int, default=500, help="characters to generate")
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=0, help="0 = no limit")
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=2)
+    x = sub.add_parser("export", help="write a verified ONNX artifact (model.onnx, tokenizer.json, meta.json)")
+    x.add_argument("checkpoint")
+    x.add_argument("out_dir", help="e.g. models/shakespeare-lstm/1")
+    x.add_argument("--description", default="")
+    args, rest = p.parse_known_args(argv)
+    if rest and args.cmd != "train":
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        if args.cmd == "train":
+            _train(args, rest)
+        else:
+            {"eval": _eval, "sample": _sample, "export": _export}[args.cmd](args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

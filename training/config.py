@@ -1,0 +1,143 @@
+"""Typed training config: JSON recipe + `--key=value` overrides, resolved once and saved in checkpoints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from training.model import CharLMConfig, ClassifierConfig
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # corpus (char_lm) or labelled sentences (classifier)
+    val_path: str = ""  # classifier validation file; char_lm validates on the last val_fraction
+    val_fraction: float = 0.1  # char_lm: the last 10% of characters
+    format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" by suffix
+    level: str = "char"  # tokenizer: "char" or "word"
+    min_freq: int = 1  # words seen fewer times in training map to <unk>
+    labels: dict[str, str] = field(default_factory=lambda: {"0": "negative", "1": "positive"})  # raw -> name, in class order
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # "adamw" or "adagrad" (min-char-rnn's optimizer)
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    warmup_steps: int = 100  # linear warmup from 0
+    decay: str = "cosine"  # "cosine" to min_lr_ratio * lr at max_steps, or "none"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables (min-char-rnn clips each value to [-5, 5])
+
+
+@dataclass
+class TrainConfig:
+    task: str = "char_lm"  # "char_lm" or "classifier"
+    name: str = "model"  # artifact name under models/
+    out_dir: str = "runs/model"  # checkpoints land here
+    seed: int = 1337
+    threads: int = 2  # torch intra-op threads, set explicitly
+    batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step
+    seq_len: int = 64  # char_lm: BPTT window T
+    max_steps: int = 2000
+    eval_interval: int = 250
+    eval_batch_size: int = 64
+    log_interval: int = 10
+    sample_interval: int = 500  # char_lm: print a sample like min-char-rnn does; 0 disables
+    sample_len: int = 200
+    checkpoint_interval: int = 500
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # CharLMConfig or ClassifierConfig fields, by task
+
+    def model_config(self, **derived: Any) -> CharLMConfig | ClassifierConfig:
+        """The model's dataclass, with sizes that come from the data (vocab, classes) filled in."""
+        cls = CharLMConfig if self.task == "char_lm" else ClassifierConfig
+        return _build(cls, {**self.model, **derived}, "model")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Construct a dataclass from a dict, refusing unknown keys (typos must not pass silently)."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown config key(s) in {where}: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if is_dataclass(default) and isinstance(value, dict):
+            kwargs[key] = _build(type(default), value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _coerce(text: str, current: Any, key: str) -> Any:
+    """Parse an override value to the type of the field it replaces."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--{key} expects true/false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(current, (int, float)):
+        try:
+            return type(current)(text)
+        except ValueError:
+            raise ValueError(f"--{key} expects a number, got {text!r}") from None
+    if isinstance(current, (dict, list)):
+        return json.loads(text)
+    return text
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Recipe file (JSON) then overrides like `--optim.lr=1e-3` or `--model.hidden_size=512`."""
+    raw: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
+    raw.pop("//", None)  # a recipe may carry a comment under "//"
+    cfg = _build(TrainConfig, raw, "config")
+    tree = asdict(cfg)
+    for item in overrides:
+        if not item.startswith("--") or "=" not in item:
+            raise ValueError(f"override {item!r} must look like --key=value")
+        key, text = item[2:].split("=", 1)
+        *parents, leaf = key.split(".")
+        node = tree
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise ValueError(f"unknown config key: {key}")
+            node = node[p]
+        if parents == ["model"]:
+            model_defaults = asdict(cfg.model_config(vocab_size=1))
+            if leaf not in model_defaults:
+                raise ValueError(f"unknown config key: {key}")
+            node[leaf] = _coerce(text, model_defaults[leaf], key)
+        elif leaf not in node:
+            raise ValueError(f"unknown config key: {key}")
+        else:
+            node[leaf] = _coerce(text, node[leaf], key)
+    cfg = _build(TrainConfig, tree, "config")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.task not in ("char_lm", "classifier"):
+        raise ValueError(f"task must be 'char_lm' or 'classifier', got {cfg.task!r}")
+    if cfg.optim.name not in ("adamw", "adagrad"):
+        raise ValueError(f"optim.name must be 'adamw' or 'adagrad', got {cfg.optim.name!r}")
+    if cfg.optim.decay not in ("cosine", "none"):
+        raise ValueError(f"optim.decay must be 'cosine' or 'none', got {cfg.optim.decay!r}")
+    if cfg.data.level not in ("char", "word"):
+        raise ValueError(f"data.level must be 'char' or 'word', got {cfg.data.level!r}")
+    if cfg.task == "char_lm" and cfg.data.level != "char":
+        raise ValueError("a char_lm needs data.level = 'char'")
+    for key in ("batch_size", "seq_len", "max_steps", "threads", "eval_interval", "eval_batch_size"):
+        if getattr(cfg, key) <= 0:
+            raise ValueError(f"{key} must be positive")
+    if not 0 < cfg.data.val_fraction < 1:
+        raise ValueError("data.val_fraction must be in (0, 1)")
+    if not cfg.data.path:
+        raise ValueError("data.path is required")
+    cfg.model_config(vocab_size=1)  # unknown model keys fail here, before any data is read

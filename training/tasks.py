@@ -1,0 +1,135 @@
+"""What differs between training a char LM and a classifier: data, model, one step, evaluation.
+
+Each task owns its data position so a checkpoint can resume at the exact next batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from service.tokenizer import Tokenizer, split_words
+from training.config import TrainConfig
+from training.data import BPTTBatches, CharCorpus, file_info, pad_batch, read_sentences
+from training.evaluate import encode_all, evaluate_classifier, evaluate_lm
+from training.model import CharLM, Classifier
+from training.sample import generate
+
+
+class LMTask:
+    """Truncated BPTT over B contiguous streams; the carried state is detached at each window edge."""
+
+    unit = "char"
+
+    def __init__(self, cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        tok = Tokenizer.from_dict(ckpt["tokenizer"]) if ckpt else None
+        self.corpus = CharCorpus.from_file(cfg.data.path, cfg.data.val_fraction, tokenizer=tok)
+        self.tok = self.corpus.tokenizer
+        self.derived = {"vocab_size": self.tok.vocab_size}
+        self.model = CharLM(cfg.model_config(**self.derived))
+        self.batches = BPTTBatches(self.corpus.train, cfg.batch_size, cfg.seq_len, source=cfg.data.path)
+        self.data_info = {"train": {**file_info(cfg.data.path), "split": f"first {1 - cfg.data.val_fraction:.0%}"},
+                          "val": {**file_info(cfg.data.path), "split": f"last {cfg.data.val_fraction:.0%}"}}
+        self.rng = np.random.default_rng(cfg.seed)
+        self.epoch, self.offset, self.next_window = 0, 0, 0
+        self.carry: list[torch.Tensor] | None = None
+
+    def _next(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.next_window >= (self.batches.n - self.offset) // self.cfg.seq_len:
+            # New pass: shift where windows cut the text and start from a zero state.
+            self.epoch += 1
+            self.offset = int(self.rng.integers(self.cfg.seq_len))
+            self.next_window, self.carry = 0, None
+        x, y = self.batches.window(self.next_window, self.offset)
+        self.next_window += 1
+        return x, y
+
+    def train_step(self) -> tuple[float, int]:
+        x, y = self._next()
+        if self.carry is None:
+            self.carry = list(self.model.init_state(self.cfg.batch_size))
+        logits, *state = self.model(torch.from_numpy(x), *self.carry)  # (B, T, V)
+        self.carry = [s.detach() for s in state]
+        loss = F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten())
+        loss.backward()
+        return loss.item(), x.size
+
+    def evaluate(self) -> dict[str, Any]:
+        m = evaluate_lm(self.model, self.corpus.val, self.cfg.eval_batch_size)
+        return {"val_loss": m["loss"], "val_bpc": m["bpc"], "val_chars": m["chars"]}
+
+    def sample(self, seed: int) -> str:
+        return generate(self.model, self.tok, "\n", self.cfg.sample_len, temperature=0.8, seed=seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "offset": self.offset, "next_window": self.next_window,
+                "carry": self.carry, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.epoch, self.offset, self.next_window = s["epoch"], s["offset"], s["next_window"]
+        self.carry = s["carry"]
+        self.rng.bit_generator.state = s["rng"]
+
+
+class ClassifierTask:
+    """Shuffled mini-batches of labelled sentences, padded at the end; the model ignores the padding."""
+
+    unit = "example"
+
+    def __init__(self, cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        d = cfg.data
+        if not d.val_path:
+            raise ValueError("a classifier needs data.val_path (labelled validation sentences)")
+        self.train_data = read_sentences(d.path, d.labels, d.format)
+        self.val_data = read_sentences(d.val_path, d.labels, d.format)
+        if ckpt:
+            self.tok = Tokenizer.from_dict(ckpt["tokenizer"])
+        else:
+            split = list if d.level == "char" else split_words
+            pieces = (p for t in self.train_data.texts for p in split(t))
+            self.tok = Tokenizer.build(pieces, level=d.level, min_freq=d.min_freq, with_pad=True)
+        self.seqs = encode_all(self.tok, self.train_data.texts)
+        self.derived = {"vocab_size": self.tok.vocab_size, "n_class": len(d.labels), "pad_id": self.tok.pad_id}
+        self.model = Classifier(cfg.model_config(**self.derived))
+        self.data_info = {"train": file_info(d.path), "val": file_info(d.val_path)}
+        self.rng = np.random.default_rng(cfg.seed)
+        self.epoch, self.next_batch = 0, 0
+        self.perm = self.rng.permutation(len(self.seqs))
+
+    def train_step(self) -> tuple[float, int]:
+        B = self.cfg.batch_size
+        if self.next_batch * B >= len(self.perm):
+            self.epoch += 1
+            self.perm, self.next_batch = self.rng.permutation(len(self.seqs)), 0
+        idx = self.perm[self.next_batch * B : (self.next_batch + 1) * B]
+        self.next_batch += 1
+        tokens, lengths = pad_batch([self.seqs[i] for i in idx], self.tok.pad_id)
+        logits = self.model(torch.from_numpy(tokens), torch.from_numpy(lengths))  # (B, C)
+        loss = F.cross_entropy(logits, torch.from_numpy(self.train_data.labels[idx]))
+        loss.backward()
+        return loss.item(), len(idx)
+
+    def evaluate(self) -> dict[str, Any]:
+        m = evaluate_classifier(self.model, self.tok, self.val_data, self.cfg.eval_batch_size)
+        return {"val_loss": m["loss"], "val_accuracy": m["accuracy"], "val_examples": m["examples"],
+                "val_confusion": m["confusion"]}
+
+    def sample(self, seed: int) -> str:
+        return ""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "next_batch": self.next_batch, "perm": torch.from_numpy(self.perm),
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.epoch, self.next_batch, self.perm = s["epoch"], s["next_batch"], s["perm"].numpy()
+        self.rng.bit_generator.state = s["rng"]
+
+
+def make_task(cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> LMTask | ClassifierTask:
+    return (LMTask if cfg.task == "char_lm" else ClassifierTask)(cfg, ckpt)

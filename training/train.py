@@ -1,0 +1,102 @@
+"""The training loop shared by both tasks: warmup + cosine LR, global-norm clipping, periodic
+validation and samples, atomic checkpoints with everything needed for an exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import config_of, load_checkpoint, save_checkpoint
+from training.config import OptimConfig, TrainConfig
+from training.schedule import lr_at
+from training.tasks import make_task
+
+
+def make_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.name == "adagrad":  # min-char-rnn's choice: per-parameter step sizes from summed squared gradients
+        return torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Decay weights but not biases or embeddings' scale-free vectors (nanoGPT's split: 2-D weights only).
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train from cfg, or continue the checkpoint `resume` exactly where it stopped. Returns the last checkpoint."""
+    ckpt = load_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        cfg = config_of(ckpt) if cfg is None else cfg
+    assert cfg is not None, "train() needs a config or a checkpoint to resume"
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    task = make_task(cfg, ckpt)
+    model = task.model
+    opt = make_optimizer(cfg.optim, model)
+    step, prior_s, seen, metrics = 0, 0.0, 0, {}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        task.load_state_dict(ckpt["task"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, prior_s, seen, metrics = ckpt["step"], ckpt["elapsed_s"], ckpt["seen"], ckpt["metrics"]
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = (out_dir / "log.jsonl").open("a")
+
+    run_start = time.perf_counter()
+
+    def elapsed() -> float:
+        """Wall-clock training time, evaluation and sampling included, summed over resumed runs."""
+        return prior_s + time.perf_counter() - run_start
+
+    def checkpoint() -> dict[str, Any]:
+        c = {"config": asdict(cfg), "model_derived": task.derived, "tokenizer": task.tok.to_dict(),
+             "model": model.state_dict(), "optimizer": opt.state_dict(), "task": task.state_dict(),
+             "torch_rng": torch.get_rng_state(), "step": step, "elapsed_s": elapsed(), "seen": seen,
+             "metrics": metrics, "data": task.data_info, "torch_version": str(torch.__version__)}
+        save_checkpoint(out_dir / "last.pt", c)
+        return c
+
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=step, unit="step", disable=not progress, dynamic_ncols=True,
+               desc=cfg.name)
+    window_t, window_units = time.perf_counter(), 0
+    ckpt_out: dict[str, Any] = ckpt or {}
+    while step < cfg.max_steps:
+        lr = lr_at(step, cfg.max_steps, cfg.optim)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss, units = task.train_step()
+        # Clip by global norm (Pascanu et al. 2013): rescale the whole gradient when its norm explodes.
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or math.inf).item()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step, seen, window_units = step + 1, seen + units, window_units + units
+        bar.update(1)
+        if step % cfg.log_interval == 0 or step == cfg.max_steps:
+            rate = window_units / max(1e-9, time.perf_counter() - window_t)
+            window_t, window_units = time.perf_counter(), 0
+            bar.set_postfix(loss=f"{loss:.3f}", gnorm=f"{norm:.2f}", lr=f"{lr:.2e}", **{f"{task.unit}s/s": f"{rate:,.0f}"})
+            log.write(json.dumps({"step": step, "loss": loss, "grad_norm": norm, "lr": lr, "rate": rate,
+                                  "elapsed_s": elapsed()}) + "\n")
+        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+            metrics = task.evaluate()
+            shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+            bar.write(f"step {step}: {shown} ({elapsed() / 60:.1f} min)")
+            log.write(json.dumps({"step": step, "elapsed_s": elapsed(), **metrics}) + "\n")
+            log.flush()
+        if cfg.sample_interval and step % cfg.sample_interval == 0 and task.unit == "char":
+            bar.write(f"----- sample at step {step}\n{task.sample(seed=step)}\n-----")
+        if step % cfg.checkpoint_interval == 0 or step == cfg.max_steps:
+            ckpt_out = checkpoint()
+    bar.close()
+    log.close()
+    return ckpt_out

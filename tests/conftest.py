@@ -19,7 +19,10 @@ def _train_and_export(tmp: Path, name: str, overrides: dict) -> Path:
     from training.export import export_checkpoint
     from training.train import train
 
-    args = [f"--{k}={v}" for k, v in {"name": name, "out_dir": str(tmp / "runs" / name), **overrides}.items()]
+    # One torch thread: tests share two cores with other processes, where OpenMP spin-waiting
+    # threads of two busy processes slow both by 10x or more.
+    settings = {"name": name, "out_dir": str(tmp / "runs" / name), "threads": 1, **overrides}
+    args = [f"--{k}={v}" for k, v in settings.items()]
     train(load_config(None, args), progress=False)
     out = tmp / "models" / name / "1"
     export_checkpoint(tmp / "runs" / name / "last.pt", out)

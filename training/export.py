@@ -79,9 +79,9 @@ def verify_lm(model: CharLM, sess: ort.InferenceSession, specs: list[artifact.St
             state = [0.5 * torch.randn(L, B, H, generator=g) for _ in specs]
             with torch.no_grad():
                 want = [t.numpy() for t in model(tokens, *state)]
-            feed = {artifact.TOKENS: tokens.numpy(), **{s.input: x.numpy() for s, x in zip(specs, state)}}
+            feed = {artifact.TOKENS: tokens.numpy(), **{s.input: x.numpy() for s, x in zip(specs, state, strict=True)}}
             got = sess.run(None, feed)
-            worst = max(worst, *(_max_diff(w, o) for w, o in zip(want, got)))
+            worst = max(worst, *(_max_diff(w, o) for w, o in zip(want, got, strict=True)))
     if worst >= PARITY_TOL:
         raise ExportError(f"ONNX Runtime differs from torch by {worst:.3g} (limit {PARITY_TOL})")
 
@@ -93,9 +93,9 @@ def verify_lm(model: CharLM, sess: ort.InferenceSession, specs: list[artifact.St
     for t in range(T):
         out = sess.run(None, {artifact.TOKENS: tokens[:, t : t + 1], **state})
         step_logits.append(out[0])
-        state = {s.input: x for s, x in zip(specs, out[1:])}
+        state = {s.input: x for s, x in zip(specs, out[1:], strict=True)}
     step_diff = max(_max_diff(prefill[0], np.concatenate(step_logits, axis=1)),
-                    *(_max_diff(p, state[s.input]) for s, p in zip(specs, prefill[1:])))
+                    *(_max_diff(p, state[s.input]) for s, p in zip(specs, prefill[1:], strict=True)))
     if step_diff >= SELF_TOL:
         raise ExportError(f"prefill of {T} characters differs from {T} single steps by {step_diff:.3g} (limit {SELF_TOL})")
     return {"max_abs_diff_vs_torch": worst, "prefill_vs_steps_max_abs_diff": step_diff}
@@ -195,7 +195,8 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, description: s
         out_dir.mkdir(parents=True, exist_ok=True)
         Tokenizer.from_dict(ckpt["tokenizer"]).save(Path(tmp) / artifact.TOKENIZER_FILE)
         meta.save(Path(tmp) / artifact.META_FILE)
-        for name in (artifact.TOKENIZER_FILE, artifact.META_FILE, artifact.MODEL_FILE):  # model last: its presence marks a complete artifact
+        # model.onnx moves last: its presence marks a complete artifact.
+        for name in (artifact.TOKENIZER_FILE, artifact.META_FILE, artifact.MODEL_FILE):
             shutil.move(str(Path(tmp) / name), out_dir / name)
     return meta
 

@@ -23,7 +23,7 @@ def generate(model: CharLM, tok: Tokenizer, prime: str, n: int, temperature: flo
     out = []
     for _ in range(n):
         nxt, _ = sample(logits[:, -1].numpy(), np.array([temperature]), np.array([top_k]), np.array([top_p]),
-                        rng.random(1))
+                        rng.random(1), banned=tok.unk_id)
         out.append(int(nxt[0]))
         logits, *state = model(torch.from_numpy(nxt)[None, :], *state)
     model.train(was_training)

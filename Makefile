@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 VENV    := .venv/.installed
 DATA    := ../shared/data
 
-.PHONY: all test lint run demo proto models clean
+.PHONY: all test lint run serve bench-serve demo proto models clean
 
 all: test
 
@@ -18,8 +18,28 @@ venv: $(VENV)
 lint: $(VENV)
 	.venv/bin/ruff check .
 
-test: $(VENV)
+test: $(VENV) proto
 	$(PY) -m pytest -q
+
+# ---- serving: generated gRPC code (not committed), the server, a client, the benchmark
+PROTO_GEN := service/gen/.stamp
+
+proto: $(PROTO_GEN)
+
+$(PROTO_GEN): $(VENV) $(wildcard protos/rnnserve/v1/*.proto) protos/build.py
+	$(PY) -m protos.build
+
+# Serve every model under models/ (gRPC :50051, /metrics :9090); settings: python -m service --help
+serve: proto
+	$(PY) -m service --model-dir models
+
+# Stream a generation from the running server.
+run: proto
+	$(PY) -m service.client generate --model shakespeare-lstm "ROMEO:" -n 300
+
+# Serving targets (docs/serving.md); QUICK=1 for a short run.
+bench-serve: proto
+	$(PY) -m bench.serve_bench --model-dir models --model shakespeare-lstm $(if $(QUICK),--quick)
 
 # Sample from the bundled LSTM through ONNX Runtime.
 demo: $(VENV)
@@ -33,4 +53,4 @@ model-%: $(VENV)
 	$(PY) -m training export runs/$*/last.pt models/$$($(PY) -c "import json;print(json.load(open('recipes/$*.json'))['name'])")/$${VERSION:-1}
 
 clean:
-	rm -rf .venv runs .pytest_cache .ruff_cache
+	rm -rf .venv runs .pytest_cache .ruff_cache service/gen

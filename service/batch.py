@@ -1,0 +1,82 @@
+"""The decode batch as a structure of arrays: row i of every column and of the state belongs to streams[i]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.stream import Stream
+
+# Per-row columns. Streams join and leave only between steps, so a step touches whole arrays
+# (a handful of numpy calls whatever B is) instead of looping over streams in Python.
+COLUMNS = {
+    "slots": np.int64,  # row -> slot, which indexes the scheduler's per-slot buffers
+    "ids": np.int64,  # the character each row feeds to the next step
+    "temperature": np.float64,
+    "top_k": np.int64,
+    "top_p": np.float64,
+    "generated": np.int64,
+    "max_tokens": np.int64,
+    "npend": np.int64,  # characters generated but not sent yet
+    "t_pend": np.float64,  # when the oldest of those was generated (inf: none)
+    "flush_chars": np.int64,
+    "flush_s": np.float64,
+    "cur": np.int64,  # next unused uniform draw in the slot's block
+}
+
+
+class DecodeBatch:
+    def __init__(self, state: list[np.ndarray]) -> None:
+        self.streams: list[Stream] = []
+        self.state = state  # [(L, B, H), ...]
+        for name, dtype in COLUMNS.items():
+            setattr(self, name, np.zeros(0, dtype))
+        self.any_stop = False
+        self.any_logprobs = False
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def add(self, streams: list[Stream], state: list[np.ndarray]) -> None:
+        """Append rows for streams whose prompt is read; state holds their (L, n, H) tensors in the same order."""
+        new = {
+            "slots": [s.slot for s in streams],
+            "ids": [int(s.params.prompt_ids[-1]) for s in streams],
+            "temperature": [s.params.temperature for s in streams],
+            "top_k": [s.params.top_k for s in streams],
+            "top_p": [s.params.top_p for s in streams],
+            "generated": [0] * len(streams),
+            "max_tokens": [s.params.max_tokens for s in streams],
+            "npend": [0] * len(streams),
+            "t_pend": [np.inf] * len(streams),
+            "flush_chars": [s.params.flush_chars for s in streams],
+            "flush_s": [s.params.flush_s for s in streams],
+            "cur": [0] * len(streams),
+        }
+        for name, dtype in COLUMNS.items():
+            setattr(self, name, np.concatenate([getattr(self, name), np.asarray(new[name], dtype)]))
+        self.state = [np.concatenate([old, add], axis=1) for old, add in zip(self.state, state, strict=True)]
+        self.streams.extend(streams)
+        self._flags()
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only these rows (int indices, in order)."""
+        for name in COLUMNS:
+            setattr(self, name, getattr(self, name)[rows])
+        self.state = [np.ascontiguousarray(x[:, rows]) for x in self.state]
+        self.streams = [self.streams[i] for i in rows.tolist()]
+        self._flags()
+
+    def _flags(self) -> None:
+        self.any_stop = any(s.params.stop for s in self.streams)
+        self.any_logprobs = any(s.params.logprobs for s in self.streams)
+
+
+def held_suffix(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop sequence (a proper prefix of one)."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best

@@ -1,0 +1,103 @@
+"""Domain exceptions and the one place that turns them (and anything unexpected) into gRPC status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from service import metrics
+
+log = logging.getLogger("rnnserve")
+
+
+class ServiceError(Exception):
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(ServiceError):  # noqa: N818 (named after its status code)
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"{field}: {why}")
+        self.field = field
+
+
+class NotFound(ServiceError):  # noqa: N818 (named after its status code)
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(ServiceError):  # noqa: N818 (named after its status code)
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(ServiceError):  # noqa: N818 (named after its status code)
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ServiceError):  # noqa: N818 (named after its status code)
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def _ended_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """A handler cancelled from outside: by its deadline or by the client going away."""
+    remaining = context.time_remaining()
+    return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+
+
+def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a servicer method (coroutine or async generator): map exceptions to status codes, count requests.
+
+    ServiceError -> its code and message; anything else -> INTERNAL with a generic message, the
+    traceback going to the server log with the method name, never to the client.
+    """
+    name = method.__name__
+
+    async def fail(context: grpc.aio.ServicerContext, err: Exception, t0: float) -> None:
+        if isinstance(err, ServiceError):
+            code, message = err.code, str(err)
+        else:
+            log.exception("%s failed", name)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error in {name}; see the server log"
+        metrics.observe_request(name, code.name, time.perf_counter() - t0)
+        await context.abort(code, message)
+
+    if inspect.isasyncgenfunction(method):
+        @functools.wraps(method)
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            t0 = time.perf_counter()
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: cancelled while grpc was sending
+                metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as err:
+                await fail(context, err, t0)
+            else:
+                metrics.observe_request(name, "OK", time.perf_counter() - t0)
+        return stream
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        t0 = time.perf_counter()
+        try:
+            reply = await method(self, request, context)
+        except asyncio.CancelledError:
+            metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as err:
+            await fail(context, err, t0)
+        metrics.observe_request(name, "OK", time.perf_counter() - t0)
+        return reply
+    return unary

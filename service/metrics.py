@@ -1,0 +1,145 @@
+"""Every Prometheus object of the service, and the HTTP /metrics endpoint that exposes them."""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+# A character-level RNN step takes ~0.1 ms: LLM-style buckets starting at 10 ms would put every
+# observation in the first bucket. These start at 10 us and reach 2 minutes.
+SECONDS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
+
+
+class WeightedHistogram(Collector):
+    """A histogram whose observe(value, count) records one value `count` times in O(1).
+
+    One decode step is one inter-character interval for each of its B streams; observing it B
+    times through prometheus_client would cost more than the step itself.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.bounds = list(buckets)
+        self._children: dict[tuple[str, ...], WeightedHistogram.Child] = {}
+        self._lock = threading.Lock()
+        REGISTRY.register(self)
+
+    class Child:
+        def __init__(self, bounds: list[float]) -> None:
+            self.bounds = bounds
+            self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+            self.sum = 0.0
+            self.lock = threading.Lock()
+
+        def observe(self, value: float, count: int = 1) -> None:
+            i = bisect_left(self.bounds, value)  # first bucket with value <= le
+            with self.lock:
+                self.counts[i] += count
+                self.sum += value * count
+
+    def labels(self, *values: str) -> WeightedHistogram.Child:
+        with self._lock:
+            return self._children.setdefault(tuple(values), WeightedHistogram.Child(self.bounds))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            children = list(self._children.items())
+        for values, child in children:
+            with child.lock:
+                counts, total = list(child.counts), child.sum
+            cumulative, buckets = 0, []
+            for le, n in zip([*(repr(float(b)) for b in self.bounds), "+Inf"], counts, strict=True):
+                cumulative += n
+                buckets.append((le, cumulative))
+            family.add_metric(list(values), buckets, total)
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+REQUESTS = Counter("rnnserve_requests_total", "RPCs by method and final status code.", ["method", "code"])
+REQUEST_SECONDS = Histogram("rnnserve_request_duration_seconds", "End-to-end RPC latency, by method.", ["method"],
+                            buckets=SECONDS)
+TIME_TO_FIRST_CHAR = Histogram("rnnserve_time_to_first_char_seconds",
+                               "Generate: from the request's arrival to its first character.", ["model", "version"],
+                               buckets=SECONDS)
+INTER_CHAR = WeightedHistogram("rnnserve_inter_char_seconds",
+                               "Generate: time between consecutive characters of a stream (one per character).",
+                               ["model", "version"], SECONDS)
+QUEUE_WAIT = Histogram("rnnserve_queue_wait_seconds",
+                       "Time a request waited before its model call: for a stream slot (Generate) or a batch (Classify).",
+                       ["model", "version", "method"], buckets=SECONDS)
+MODEL_CALL_SECONDS = Histogram("rnnserve_model_call_seconds", "ONNX Runtime call time, by phase (prefill, decode, classify).",
+                               ["model", "version", "phase"], buckets=SECONDS)
+DECODE_BATCH = Histogram("rnnserve_decode_batch_size", "Streams advanced by one decode step.", ["model", "version"],
+                         buckets=BATCH)
+PREFILL_BATCH = Histogram("rnnserve_prefill_batch_size", "Prompts read by one prefill call.", ["model", "version"],
+                          buckets=BATCH)
+CLASSIFY_BATCH = Histogram("rnnserve_classify_batch_size", "Texts classified by one model call.", ["model", "version"],
+                           buckets=BATCH)
+ACTIVE_STREAMS = Gauge("rnnserve_active_streams", "Generate streams holding a slot (being read or decoded).",
+                       ["model", "version"])
+QUEUED = Gauge("rnnserve_queued_requests", "Requests waiting: streams for a slot, texts for a batch.",
+               ["model", "version", "method"])
+GENERATED_CHARS = Counter("rnnserve_generated_chars_total", "Characters generated.", ["model", "version"])
+MODEL_INFO = Gauge("rnnserve_model_info", "Loaded model versions (value 1).", ["model", "version", "kind", "cell"])
+
+
+def observe_request(method: str, code: str, seconds: float) -> None:
+    REQUESTS.labels(method, code).inc()
+    REQUEST_SECONDS.labels(method).observe(seconds)
+
+
+@dataclass(frozen=True)
+class GenerateMetrics:
+    """The children one scheduler touches, bound once (a labels() lookup per step would cost microseconds)."""
+
+    ttfc: Histogram
+    inter_char: WeightedHistogram.Child
+    queue_wait: Histogram
+    prefill_call: Histogram
+    decode_call: Histogram
+    decode_batch: Histogram
+    prefill_batch: Histogram
+    active: Gauge
+    queued: Gauge
+    chars: Counter
+
+    @classmethod
+    def bind(cls, model: str, version: int) -> GenerateMetrics:
+        v = str(version)
+        return cls(TIME_TO_FIRST_CHAR.labels(model, v), INTER_CHAR.labels(model, v),
+                   QUEUE_WAIT.labels(model, v, "Generate"), MODEL_CALL_SECONDS.labels(model, v, "prefill"),
+                   MODEL_CALL_SECONDS.labels(model, v, "decode"), DECODE_BATCH.labels(model, v),
+                   PREFILL_BATCH.labels(model, v), ACTIVE_STREAMS.labels(model, v), QUEUED.labels(model, v, "Generate"),
+                   GENERATED_CHARS.labels(model, v))
+
+
+@dataclass(frozen=True)
+class ClassifyMetrics:
+    queue_wait: Histogram
+    call: Histogram
+    batch: Histogram
+    queued: Gauge
+
+    @classmethod
+    def bind(cls, model: str, version: int) -> ClassifyMetrics:
+        v = str(version)
+        return cls(QUEUE_WAIT.labels(model, v, "Classify"), MODEL_CALL_SECONDS.labels(model, v, "classify"),
+                   CLASSIFY_BATCH.labels(model, v), QUEUED.labels(model, v, "Classify"))
+
+
+def serve(host: str, port: int) -> tuple[object, int]:
+    """Start HTTP /metrics in a daemon thread; returns the server (call .shutdown()) and its port."""
+    httpd, _ = start_http_server(port, addr=host)
+    return httpd, httpd.server_port

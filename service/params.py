@@ -1,0 +1,85 @@
+"""Requests as validated domain objects: every bad field becomes InvalidArgument naming it."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import InvalidArgument
+from service.settings import Settings
+from service.tokenizer import Tokenizer
+
+MAX_FLUSH_CHARS = 4096
+MAX_FLUSH_MS = 10_000
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    prompt_ids: np.ndarray  # (N,) int64, N >= 1
+    max_tokens: int
+    temperature: float  # 0: greedy
+    top_k: int  # 0: no limit
+    top_p: float  # in (0, 1]
+    seed: int
+    stop: tuple[str, ...]
+    logprobs: bool
+    flush_chars: int
+    flush_s: float
+
+
+def generate_params(req, tok: Tokenizer, s: Settings) -> GenerateParams:  # req: rnnserve.v1.GenerateRequest
+    if not req.prompt:
+        raise InvalidArgument("prompt", "must not be empty (it primes the model's state)")
+    if len(req.prompt) > s.max_prompt_chars:
+        raise InvalidArgument("prompt", f"{len(req.prompt)} characters, the limit is {s.max_prompt_chars}")
+    max_tokens = req.max_tokens if req.HasField("max_tokens") else s.default_max_tokens
+    if not 0 < max_tokens <= s.max_tokens_limit:
+        raise InvalidArgument("max_tokens", f"must be in 1..{s.max_tokens_limit}, got {max_tokens}")
+    temperature = req.temperature if req.HasField("temperature") else 1.0
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InvalidArgument("temperature", f"must be a finite number >= 0 (0 = greedy), got {temperature}")
+    top_p = req.top_p if req.HasField("top_p") else 1.0
+    if not 0 < top_p <= 1:  # also false for NaN
+        raise InvalidArgument("top_p", f"must be in (0, 1], got {top_p}")
+    if req.top_k < 0:
+        raise InvalidArgument("top_k", f"must be >= 0 (0 = no limit), got {req.top_k}")
+    if len(req.stop) > s.max_stop:
+        raise InvalidArgument("stop", f"{len(req.stop)} sequences, at most {s.max_stop} allowed")
+    for i, seq in enumerate(req.stop):
+        if not seq or len(seq) > s.max_stop_chars:
+            raise InvalidArgument(f"stop[{i}]", f"must have 1..{s.max_stop_chars} characters, got {len(seq)}")
+    if req.flush_chars > MAX_FLUSH_CHARS:
+        raise InvalidArgument("flush_chars", f"must be in 0..{MAX_FLUSH_CHARS} (0 = server default), got {req.flush_chars}")
+    if req.flush_ms > MAX_FLUSH_MS:
+        raise InvalidArgument("flush_ms", f"must be in 0..{MAX_FLUSH_MS} (0 = server default), got {req.flush_ms}")
+    return GenerateParams(
+        prompt_ids=tok.encode(req.prompt),
+        max_tokens=max_tokens,
+        temperature=float(temperature),
+        top_k=req.top_k,
+        top_p=float(top_p),
+        seed=req.seed if req.HasField("seed") else secrets.randbits(63),
+        stop=tuple(req.stop),
+        logprobs=req.logprobs,
+        flush_chars=min(req.flush_chars or s.flush_chars, MAX_FLUSH_CHARS),
+        flush_s=(req.flush_ms or s.flush_ms) / 1000,
+    )
+
+
+def classify_rows(req, tok: Tokenizer, s: Settings) -> list[np.ndarray]:  # req: rnnserve.v1.ClassifyRequest
+    if not req.texts:
+        raise InvalidArgument("texts", "must hold at least one text")
+    if len(req.texts) > s.max_classify_texts:
+        raise InvalidArgument("texts", f"{len(req.texts)} texts, at most {s.max_classify_texts} per request")
+    rows = []
+    for i, text in enumerate(req.texts):
+        if len(text) > s.max_prompt_chars:
+            raise InvalidArgument(f"texts[{i}]", f"{len(text)} characters, the limit is {s.max_prompt_chars}")
+        ids = tok.encode(text)
+        if len(ids) == 0:
+            raise InvalidArgument(f"texts[{i}]", "has no tokens")
+        rows.append(ids)
+    return rows

@@ -1,0 +1,96 @@
+"""ONNX Runtime sessions behind two small runners: the stateful char LM and the classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service import artifact
+from service.artifact import Meta
+from service.tokenizer import Tokenizer
+
+
+def make_session(path: Path, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
+    """A CPU session with explicit thread counts.
+
+    Spinning is off: on a few cores, idle intra-op threads that spin steal the CPU the event
+    loop and the decode thread need between calls.
+    """
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _check_io(sess: ort.InferenceSession, inputs: dict[str, str], outputs: list[str]) -> None:
+    """The graph must have exactly the inputs (name -> element type) and outputs the meta promises."""
+    got = {i.name: i.type for i in sess.get_inputs()}
+    if got != inputs:
+        raise ValueError(f"graph inputs {got} do not match meta.json {inputs}")
+    names = [o.name for o in sess.get_outputs()]
+    if sorted(names) != sorted(outputs):
+        raise ValueError(f"graph outputs {names} do not match meta.json {outputs}")
+
+
+class LMRunner:
+    """tokens (B, T) + state [(L, B, H), ...] -> logits (B, T, V) + new state; prefill and decode share it."""
+
+    def __init__(self, sess: ort.InferenceSession, meta: Meta) -> None:
+        self.sess, self.meta = sess, meta
+        self.specs = meta.state
+        self.vocab_size = int(meta.sizes["vocab_size"])
+        _check_io(sess, {artifact.TOKENS: "tensor(int64)", **{s.input: "tensor(float)" for s in self.specs}},
+                  [artifact.LOGITS, *(s.output for s in self.specs)])
+        self.state_inputs = [s.input for s in self.specs]
+        self.outputs = [artifact.LOGITS, *(s.output for s in self.specs)]
+
+    def zero_state(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((s.n_layer, batch, s.hidden_size), np.float32) for s in self.specs]
+
+    def run(self, tokens: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        feed = {artifact.TOKENS: tokens}
+        feed.update(zip(self.state_inputs, state, strict=True))
+        logits, *new = self.sess.run(self.outputs, feed)
+        return logits, new
+
+    def self_check(self) -> None:
+        """One real call at B=2, T=3: the shapes must be what meta.json says."""
+        logits, state = self.run(np.zeros((2, 3), np.int64), self.zero_state(2))
+        if logits.shape != (2, 3, self.vocab_size):
+            raise ValueError(f"logits have shape {logits.shape}, expected (2, 3, {self.vocab_size})")
+        for s, x in zip(self.specs, state, strict=True):
+            if x.shape != (s.n_layer, 2, s.hidden_size):
+                raise ValueError(f"state {s.output} has shape {x.shape}, expected ({s.n_layer}, 2, {s.hidden_size})")
+
+
+class ClassifierRunner:
+    """Texts -> padded tokens (B, T) + lengths (B,) -> probabilities (B, C)."""
+
+    def __init__(self, sess: ort.InferenceSession, meta: Meta, tokenizer: Tokenizer) -> None:
+        if tokenizer.pad_id is None:
+            raise ValueError("a classifier's tokenizer must define pad_id")
+        self.sess, self.meta, self.pad_id = sess, meta, tokenizer.pad_id
+        self.n_class = len(meta.labels)
+        _check_io(sess, {artifact.TOKENS: "tensor(int64)", artifact.LENGTHS: "tensor(int64)"}, [artifact.LOGITS])
+
+    def run(self, rows: list[np.ndarray]) -> np.ndarray:
+        """Pad the rows to the longest (padding never changes a row's result) and return softmax probabilities."""
+        lengths = np.array([len(r) for r in rows], np.int64)
+        tokens = np.full((len(rows), int(lengths.max())), self.pad_id, np.int64)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r)] = r
+        logits = self.sess.run([artifact.LOGITS], {artifact.TOKENS: tokens, artifact.LENGTHS: lengths})[0]
+        z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)  # (B, C)
+
+    def self_check(self) -> None:
+        probs = self.run([np.array([self.pad_id], np.int64)] * 2)
+        if probs.shape != (2, self.n_class):
+            raise ValueError(f"logits have {probs.shape[1]} classes, meta.json lists {self.n_class} labels")

@@ -1,0 +1,305 @@
+"""Continuous batching of Generate streams: one decode thread per model, one ONNX Runtime call per step for all streams.
+
+Each loop iteration: drop cancelled streams, admit waiting ones into free slots, run one
+prefill call for prompts being read (at most prefill_chunk characters, so decoding never
+stalls for long), then one decode step (T = 1) for every stream whose prompt is read.
+Streams join at the next step and leave the step they finish. Text goes back to the event
+loop in chunks, with one thread-safe callback per step at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import numpy as np
+
+from service.batch import DecodeBatch, held_suffix
+from service.errors import ResourceExhausted, Unavailable
+from service.metrics import GenerateMetrics
+from service.params import MAX_FLUSH_CHARS, GenerateParams
+from service.runners import LMRunner
+from service.sampling import sample
+from service.settings import Settings
+from service.stream import Chunk, Finished, Stream
+from service.tokenizer import Tokenizer
+
+log = logging.getLogger("rnnserve")
+
+DRAWS = 256  # uniforms drawn per refill of a stream's block; the sequence is the same as one draw at a time
+
+
+class Scheduler:
+    def __init__(self, name: str, version: int, runner: LMRunner, tokenizer: Tokenizer, settings: Settings,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.name, self.version, self.runner, self.loop = name, version, runner, loop
+        self.max_streams, self.max_queue = settings.max_streams, settings.max_queue
+        self.prefill_batch, self.prefill_chunk = settings.prefill_batch, settings.prefill_chunk
+        self.m = GenerateMetrics.bind(name, version)
+        V, S = runner.vocab_size, settings.max_streams
+        self.banned = tokenizer.unk_id  # never sampled: it stands for no character (see sampling.sample)
+        # One character per id; special tokens render as U+FFFD so that every step is one character.
+        specials = {tokenizer.unk_id, tokenizer.pad_id}
+        self.texts = ["\ufffd" if i in specials else tokenizer.token(i) for i in range(V)]
+        self.last_char_of = {}  # character -> ids that render as it
+        for i, t in enumerate(self.texts):
+            self.last_char_of.setdefault(t, []).append(i)
+        # Per-slot buffers, indexed by a stream's slot for its whole life.
+        self.pend_ids = np.zeros((S, MAX_FLUSH_CHARS), np.int64)
+        self.pend_lp = np.zeros((S, MAX_FLUSH_CHARS), np.float32)
+        self.draws = np.zeros((S, DRAWS), np.float64)
+        self.stop_last = np.zeros((S, V), bool)  # ids that end one of the slot's stop sequences
+        self.free = list(range(S - 1, -1, -1))
+        self.batch = DecodeBatch(runner.zero_state(0))
+        self.prefilling: list[Stream] = []
+        self.waiting: list[Stream] = []  # admitted to the scheduler, waiting for a slot (decode thread)
+        self.until_refill = DRAWS
+        self.n_new = 0  # rows appended since the last step (they get their first character from it)
+        self.last_step = 0.0
+        # Shared with the event loop, under the lock.
+        self.lock = threading.Lock()
+        self.inbox: list[Stream] = []
+        self.cancels: list[Stream] = []
+        self.wake = threading.Event()
+        self.stopping = False
+        self.n_open = 0  # event-loop side: submitted and not yet closed
+        self.thread = threading.Thread(target=self._run, name=f"decode-{name}-{version}", daemon=True)
+        self.thread.start()
+
+    # ---- event-loop side
+    def submit(self, params: GenerateParams) -> Stream:
+        if self.stopping:
+            raise Unavailable("the server is shutting down")
+        if self.n_open >= self.max_streams + self.max_queue:
+            raise ResourceExhausted(f"model {self.name!r} has {self.max_streams} streams running and "
+                                    f"{self.max_queue} waiting (the limits); retry later")
+        stream = Stream(params)
+        self.n_open += 1
+        self.m.queued.inc()
+        with self.lock:
+            self.inbox.append(stream)
+        self.wake.set()
+        return stream
+
+    def cancel(self, stream: Stream) -> None:
+        """The client went away or its deadline passed: free the slot at the next step."""
+        if stream.closed:
+            return
+        stream.closed = True
+        self.n_open -= 1
+        stream.cancelled = True
+        with self.lock:
+            self.cancels.append(stream)
+        self.wake.set()
+
+    def _deliver(self, events: list[tuple[Stream, Chunk | Exception]]) -> None:
+        for stream, item in events:
+            if stream.closed:
+                continue
+            stream.queue.put_nowait(item)
+            if isinstance(item, Exception) or item.finished is not None:
+                stream.closed = True
+                self.n_open -= 1
+
+    def close(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout=5)
+
+    # ---- decode thread
+    def _post(self, events: list[tuple[Stream, Chunk | Exception]]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, events)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    def _run(self) -> None:
+        while not self.stopping:
+            try:
+                if not (self.batch or self.prefilling):
+                    self.wake.wait()
+                self.wake.clear()
+                self._mail()
+                if self.prefilling:
+                    self._prefill()
+                if self.batch:
+                    self._step()
+            except Exception as err:  # a bug or a runtime failure: fail the streams in flight, keep serving
+                log.exception("decode loop of %s version %s failed", self.name, self.version)
+                self._fail_all(err)
+        self._fail_all(Unavailable("the server is shutting down"), waiting=True)
+
+    def _mail(self) -> None:
+        """Take new and cancelled streams from the event loop; admit waiting streams into free slots."""
+        with self.lock:
+            inbox, self.inbox = self.inbox, []
+            cancels, self.cancels = self.cancels, []
+        self.waiting.extend(inbox)
+        if cancels:
+            gone = set(map(id, cancels))
+            n_waiting = len(self.waiting)
+            self.waiting = [s for s in self.waiting if id(s) not in gone]
+            self.m.queued.dec(n_waiting - len(self.waiting))
+            for s in self.prefilling:
+                if id(s) in gone:
+                    self._release(s)
+            self.prefilling = [s for s in self.prefilling if id(s) not in gone]
+            rows = [i for i, s in enumerate(self.batch.streams) if id(s) not in gone]
+            if len(rows) < len(self.batch):
+                for i in set(range(len(self.batch))) - set(rows):
+                    self._release(self.batch.streams[i])
+                self._keep(np.array(rows, np.int64))
+        joined = []
+        while self.waiting and self.free:
+            s = self.waiting.pop(0)
+            s.slot, s.admitted = self.free.pop(), time.perf_counter()
+            self.m.queued.dec()
+            self.m.active.inc()
+            self.m.queue_wait.observe(s.admitted - s.arrival)
+            self.draws[s.slot] = s.rng.random(DRAWS)
+            for stop in s.params.stop:
+                self.stop_last[s.slot, self.last_char_of.get(stop[-1], [])] = True
+            s.state = self.runner.zero_state(1)
+            (self.prefilling if len(s.todo) else joined).append(s)
+        if joined:
+            self._join(joined)
+
+    def _release(self, s: Stream) -> None:
+        self.stop_last[s.slot] = False
+        self.free.append(s.slot)
+        self.m.active.dec()
+
+    def _prefill(self) -> None:
+        """One call reads the next T characters of up to prefill_batch prompts (T: the shortest remainder, capped)."""
+        group = self.prefilling[: self.prefill_batch]
+        T = min(self.prefill_chunk, *(len(s.todo) - s.pos for s in group))
+        tokens = np.stack([s.todo[s.pos : s.pos + T] for s in group])  # (B, T)
+        state = [np.concatenate(xs, axis=1) for xs in zip(*(s.state for s in group), strict=True)]
+        t0 = time.perf_counter()
+        _, state = self.runner.run(tokens, state)
+        self.m.prefill_call.observe(time.perf_counter() - t0)
+        self.m.prefill_batch.observe(len(group))
+        joined = []
+        for i, s in enumerate(group):
+            s.pos += T
+            s.state = [x[:, i : i + 1] for x in state]
+            if s.pos == len(s.todo):
+                joined.append(s)
+        if joined:
+            self.prefilling = [s for s in self.prefilling if s.pos < len(s.todo)]
+            self._join(joined)
+
+    def _join(self, streams: list[Stream]) -> None:
+        self.batch.add(streams, [np.concatenate(xs, axis=1) for xs in zip(*(s.state for s in streams), strict=True)])
+        for s in streams:
+            s.state = []
+        self.n_new += len(streams)
+        self.until_refill = DRAWS - int(self.batch.cur.max())
+
+    def _keep(self, rows: np.ndarray) -> None:
+        n_new_kept = int(np.count_nonzero(rows >= len(self.batch) - self.n_new))
+        self.batch.keep(rows)
+        self.n_new = n_new_kept
+        self.until_refill = DRAWS - int(self.batch.cur.max()) if len(rows) else DRAWS
+
+    def _step(self) -> None:
+        b, B, n_new = self.batch, len(self.batch), self.n_new
+        t0 = time.perf_counter()
+        logits, b.state = self.runner.run(b.ids[:, None], b.state)  # (B, 1, V)
+        now = time.perf_counter()
+        m = self.m
+        m.decode_call.observe(now - t0)
+        m.decode_batch.observe(B)
+        m.chars.inc(B)
+        if B > n_new:
+            m.inter_char.observe(now - self.last_step, B - n_new)
+        for s in b.streams[B - n_new :]:
+            s.first = now
+            m.ttfc.observe(now - s.arrival)
+        self.last_step, self.n_new = now, 0
+
+        u = self.draws[b.slots, b.cur]
+        b.cur += 1
+        self.until_refill -= 1
+        if self.until_refill == 0:
+            self._refill()
+        ids, lp = sample(logits[:, -1, :], b.temperature, b.top_k, b.top_p, u, self.banned)
+        b.ids = ids
+        self.pend_ids[b.slots, b.npend] = ids
+        if b.any_logprobs:
+            self.pend_lp[b.slots, b.npend] = lp
+        b.npend += 1
+        b.generated += 1
+        np.minimum(b.t_pend, now, out=b.t_pend)
+        done = b.generated >= b.max_tokens
+        if b.any_stop:
+            hits = self.stop_last[b.slots, ids]
+            if hits.any():
+                for i in np.flatnonzero(hits).tolist():
+                    done[i] |= self._stopped(i)
+        flush = done | (b.npend >= b.flush_chars) | (now - b.t_pend >= b.flush_s)
+        if not flush.any():
+            return
+        events = []
+        for i in np.flatnonzero(flush).tolist():
+            chunk = self._flush(i, now, bool(done[i]))
+            if chunk is not None:
+                events.append((b.streams[i], chunk))
+        if done.any():
+            for i in np.flatnonzero(done).tolist():
+                self._release(b.streams[i])
+            self._keep(np.flatnonzero(~done))
+        if events:
+            self._post(events)
+
+    def _refill(self) -> None:
+        b = self.batch
+        for i in np.flatnonzero(b.cur >= DRAWS).tolist():
+            self.draws[b.slots[i]] = b.streams[i].rng.random(DRAWS)
+            b.cur[i] = 0
+        self.until_refill = DRAWS - int(b.cur.max())
+
+    def _unsent(self, i: int) -> str:
+        b = self.batch
+        s, texts = b.streams[i], self.texts
+        return s.held + "".join([texts[j] for j in self.pend_ids[b.slots[i], : b.npend[i]].tolist()])
+
+    def _stopped(self, i: int) -> bool:
+        """Does the unsent text end with a stop sequence? Held-back text guarantees a whole match is unsent."""
+        s = self.batch.streams[i]
+        text = self._unsent(i)
+        matched = [len(stop) for stop in s.params.stop if text.endswith(stop)]
+        s.stop_len = max(matched, default=0)
+        return bool(matched)
+
+    def _flush(self, i: int, now: float, final: bool) -> Chunk | None:
+        b = self.batch
+        s, p = b.streams[i], b.streams[i].params
+        text = self._unsent(i)
+        lps = s.held_lp + self.pend_lp[b.slots[i], : b.npend[i]].tolist() if p.logprobs else None
+        keep = len(text) - s.stop_len if final else len(text) - held_suffix(text, p.stop) if p.stop else len(text)
+        s.held, text = text[keep:], text[:keep]
+        if lps is not None:
+            s.held_lp, lps = lps[keep:], lps[:keep]
+        b.npend[i], b.t_pend[i] = 0, np.inf
+        finished = None
+        if final:
+            finished = Finished("stop" if s.stop_len else "length", len(p.prompt_ids), int(b.generated[i]),
+                                s.first - s.arrival, now - s.arrival, s.admitted - s.arrival)
+        return Chunk(text, lps, finished) if text or finished else None
+
+    def _fail_all(self, err: Exception, waiting: bool = False) -> None:
+        """Fail every stream holding a slot (and, at shutdown, every waiting one); reset to an empty batch."""
+        streams = self.batch.streams + self.prefilling
+        for s in streams:
+            self._release(s)
+        if waiting:
+            with self.lock:
+                streams += self.waiting + self.inbox
+                self.m.queued.dec(len(self.waiting) + len(self.inbox))
+                self.waiting, self.inbox = [], []
+        self.batch, self.prefilling, self.n_new = DecodeBatch(self.runner.zero_state(0)), [], 0
+        if streams:
+            self._post([(s, err) for s in streams])

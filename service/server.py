@@ -1,0 +1,110 @@
+"""Assembles the server: repository, one engine per model, servicer, health, reflection, /metrics, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service import metrics
+from service.batcher import Batcher
+from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
+from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from service.repository import Model, Repository
+from service.scheduler import Scheduler
+from service.servicer import InferenceServicer
+from service.settings import Settings
+
+log = logging.getLogger("rnnserve")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def health_name(model: str) -> str:
+    """The health service name of one model (any loaded version)."""
+    return f"{SERVICE_NAME}/{model}"
+
+
+def _engine(model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Scheduler | Batcher:
+    """One engine per model version, by kind."""
+    if model.kind == "char_lm":
+        return Scheduler(model.name, model.version, model.runner, model.tokenizer, settings, loop)
+    return Batcher(model.name, model.version, model.runner, settings.classify_max_batch,
+                   settings.classify_max_delay_ms, settings.classify_max_queue)
+
+
+class Server:
+    """A running rnnserve: the grpc.aio server plus what must be stopped with it."""
+
+    def __init__(self, settings: Settings, repo: Repository) -> None:
+        self.settings, self.repo = settings, repo
+        loop = asyncio.get_running_loop()
+        self.engines = {(m.name, m.version): _engine(m, settings, loop) for m in repo.all()}
+        self.servicer = InferenceServicer(repo, self.engines, settings)
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_InferenceServicer_to_server(self.servicer, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                             reflection.SERVICE_NAME), self.grpc)
+        self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        self.metrics_httpd, self.metrics_port = None, -1
+        if settings.metrics_port >= 0:
+            self.metrics_httpd, self.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
+        for m in repo.all():
+            metrics.MODEL_INFO.labels(m.name, str(m.version), m.kind, m.meta.cell).set(1)
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.grpc.start()
+        for name in self.repo.models:
+            await self.health.set(health_name(name), SERVING)
+        await self.health.set(SERVICE_NAME, SERVING)
+        log.info("serving %d model version(s) on port %d, metrics on port %d", len(self.engines), self.port,
+                 self.metrics_port)
+
+    def open_streams(self) -> int:
+        return sum(e.n_open for e in self.engines.values() if isinstance(e, Scheduler))
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Health goes NOT_SERVING, new requests get UNAVAILABLE, running streams finish (up to grace_s), then stop."""
+        if self.servicer.draining:
+            return await self.stopped.wait()
+        grace_s = self.settings.grace_s if grace_s is None else grace_s
+        log.info("shutting down: draining %d stream(s) for up to %.1f s", self.open_streams(), grace_s)
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        deadline = time.monotonic() + grace_s
+        while self.open_streams() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.grpc.stop(max(0.0, min(1.0, deadline - time.monotonic())))
+        for engine in self.engines.values():
+            await engine.close() if isinstance(engine, Batcher) else engine.close()
+        if self.metrics_httpd is not None:
+            await asyncio.to_thread(self.metrics_httpd.shutdown)
+            self.metrics_httpd.server_close()
+        log.info("stopped")
+        self.stopped.set()
+
+    def handle_signals(self) -> None:
+        """SIGTERM / SIGINT start a graceful shutdown (a second one is ignored while draining)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.shutdown()))
+
+
+async def create_server(settings: Settings, repo: Repository | None = None) -> tuple[Server, int]:
+    """Load the repository (unless given), build and start the server; returns it and its bound gRPC port."""
+    if repo is None:
+        repo = Repository.load(settings.model_dir, settings.intra_op_threads, settings.inter_op_threads)
+    server = Server(settings, repo)
+    await server.start()
+    return server, server.port

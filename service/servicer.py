@@ -1,0 +1,89 @@
+"""The rnnserve.v1.Inference servicer: protos in, domain objects to the engines, protos out. Nothing else."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import AsyncIterator
+
+from service.batcher import Batcher
+from service.errors import FailedPrecondition, Unavailable, rpc
+from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
+from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from service.params import classify_rows, generate_params
+from service.repository import Model, Repository
+from service.scheduler import Scheduler
+from service.settings import Settings
+from service.stream import Chunk
+
+FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict, keys joined with dots (meta.json evaluation -> ModelInfo.evaluation)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def model_info(m: Model, latest: bool) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        name=m.name, version=m.version, kind=m.meta.kind, cell=m.meta.cell,
+        sizes={k: int(v) for k, v in m.meta.sizes.items() if isinstance(v, numbers.Integral)},
+        labels=m.meta.labels, vocab_size=m.tokenizer.vocab_size, tokenizer_level=m.tokenizer.level,
+        evaluation=_flat(m.meta.evaluation), description=m.meta.description, latest=latest)
+
+
+def chunk_pb(chunk: Chunk, version: int) -> pb.GenerateResponse:
+    reply = pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs or ())
+    if (f := chunk.finished) is not None:
+        reply.finished.CopyFrom(pb.Finished(
+            finish_reason=FINISH[f.reason], version=version,
+            usage=pb.Usage(prompt_chars=f.prompt_chars, generated_chars=f.generated_chars,
+                           time_to_first_char_s=f.time_to_first_char_s, total_time_s=f.total_time_s,
+                           queue_time_s=f.queue_time_s)))
+    return reply
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    def __init__(self, repo: Repository, engines: dict[tuple[str, int], Scheduler | Batcher], settings: Settings) -> None:
+        self.repo, self.engines, self.settings = repo, engines, settings
+        self.draining = False
+
+    def _engine(self, name: str, version: int, kind: str, method: str) -> tuple[Model, Scheduler | Batcher]:
+        if self.draining:
+            raise Unavailable("the server is shutting down")
+        model = self.repo.get(name, version)
+        if model.kind != kind:
+            raise FailedPrecondition(f"{method} needs a {kind} model; {name!r} is a {model.kind}")
+        return model, self.engines[(model.name, model.version)]
+
+    @rpc
+    async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:  # noqa: N802
+        model, scheduler = self._engine(request.model, request.version, "char_lm", "Generate")
+        stream = scheduler.submit(generate_params(request, model.tokenizer, self.settings))
+        try:
+            async for chunk in stream.chunks():
+                yield chunk_pb(chunk, model.version)
+        finally:
+            scheduler.cancel(stream)  # no-op once finished; otherwise frees the slot at the next step
+
+    @rpc
+    async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:  # noqa: N802
+        model, batcher = self._engine(request.model, request.version, "classifier", "Classify")
+        probs = await batcher.classify(classify_rows(request, model.tokenizer, self.settings))
+        labels = model.meta.labels
+        return pb.ClassifyResponse(version=model.version, results=[
+            pb.Classification(label=labels[int(p.argmax())], probabilities=p.tolist(), labels=labels) for p in probs])
+
+    @rpc
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:  # noqa: N802
+        return pb.ListModelsResponse(models=[model_info(m, self.repo.latest(m)) for m in self.repo.all()])
+
+    @rpc
+    async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:  # noqa: N802
+        m = self.repo.get(request.name, request.version)
+        return model_info(m, self.repo.latest(m))

@@ -1,0 +1,95 @@
+"""Server settings: defaults, overridden by RNNSERVE_* environment variables, overridden by flags; read once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+
+ENV_PREFIX = "RNNSERVE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "[::]"  # gRPC listen address
+    port: int = 50051  # gRPC port; 0 picks a free one
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9090  # HTTP /metrics; 0 picks a free one, -1 disables it
+    model_dir: str = "models"  # repository: <model_dir>/<name>/<version>/{model.onnx, tokenizer.json, meta.json}
+
+    # Generate: continuous batching, per model
+    max_streams: int = 64  # streams decoded together (the decode batch); more wait in the queue
+    max_queue: int = 64  # streams waiting for a slot; beyond this, RESOURCE_EXHAUSTED at once
+    prefill_batch: int = 16  # prompts read in one call
+    prefill_chunk: int = 256  # prompt characters per prefill call, so a long prompt never stalls decoding for long
+    max_prompt_chars: int = 8192  # also the longest text Classify accepts
+    max_tokens_limit: int = 100_000  # largest max_tokens a request may ask for
+    default_max_tokens: int = 256  # when a request leaves max_tokens unset
+    max_stop: int = 4  # stop sequences per request
+    max_stop_chars: int = 32  # characters per stop sequence
+    flush_chars: int = 16  # default: send text once this many characters are ready...
+    flush_ms: int = 50  # ...or once the oldest unsent character is this old
+
+    # Classify: dynamic batching, per model
+    classify_max_batch: int = 64  # texts per model call; 1 turns batching off
+    classify_max_delay_ms: float = 2.0  # how long the first text of a batch waits for company
+    classify_max_queue: int = 1024  # texts waiting; beyond this, RESOURCE_EXHAUSTED at once
+    max_classify_texts: int = 64  # texts per request
+
+    # ONNX Runtime
+    intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
+    inter_op_threads: int = 1
+
+    grace_s: float = 30.0  # on SIGTERM, how long running requests may take to finish
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
+                    "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "classify_max_batch",
+                    "classify_max_queue", "max_classify_texts", "inter_op_threads")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")
+        for name in ("port", "max_queue", "max_stop", "intra_op_threads", "classify_max_delay_ms", "grace_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"setting {name} must be >= 0, got {getattr(self, name)}")
+        if self.metrics_port < -1:
+            raise ValueError(f"setting metrics_port must be >= -1, got {self.metrics_port}")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("setting default_max_tokens must not exceed max_tokens_limit")
+
+    @classmethod
+    def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults <- RNNSERVE_<NAME> environment variables <- --name flags. Unknown names are errors."""
+        environ = os.environ if environ is None else environ
+        types = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for key, text in environ.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX):].lower()
+            if name not in types:
+                raise ValueError(f"unknown environment variable {key} (known: {', '.join(_env(n) for n in types)})")
+            values[name] = _parse(text, types[name], key)
+        parser = argparse.ArgumentParser(prog="python -m service", description="rnnserve gRPC inference server",
+                                         allow_abbrev=False)
+        for f in fields(cls):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar=f.type.upper(),
+                                help=f"env {_env(f.name)}, default {f.default!r}")
+        args = parser.parse_args(list(argv or []))
+        for name, text in vars(args).items():
+            if text is not None:
+                values[name] = _parse(text, types[name], f"--{name.replace('_', '-')}")
+        return replace(cls(), **values)
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse(text: str, type_name: str, where: str) -> int | float | str:
+    try:
+        return {"int": int, "float": float, "str": str}[type_name](text)
+    except ValueError:
+        raise ValueError(f"{where} expects {type_name}, got {text!r}") from None

@@ -106,7 +106,7 @@ def test_cli_train_eval_sample_export(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True, text=True)
 
-    r = run("train", "--config", "recipes/tiny_lm.json", f"--out_dir={tmp_path}", "--max_steps=4", "--threads=1",
+    r = run("train", "--config", "recipes/tiny-lm.json", f"--out_dir={tmp_path}", "--max_steps=4", "--threads=1",
             "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1])["step"] == 4
@@ -117,6 +117,6 @@ def test_cli_train_eval_sample_export(tmp_path):
     assert a.returncode == 0 and a.stdout == b.stdout
     r = run("export", str(tmp_path / "last.pt"), str(tmp_path / "art" / "1"))
     assert r.returncode == 0 and "verified" in r.stdout
-    bad = run("train", "--config", "recipes/tiny_lm.json", "--optim.lrr=1")
+    bad = run("train", "--config", "recipes/tiny-lm.json", "--optim.lrr=1")
     assert bad.returncode != 0 and "unknown config key: optim.lrr" in bad.stderr
     assert np.isfinite(json.loads((tmp_path / "art" / "1" / META_FILE).read_text())["evaluation"]["val_loss"])

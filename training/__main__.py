@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train from a recipe; extra --key=value arguments override it",
-                       description="e.g. python -m training train --config recipes/shakespeare_lstm.json --max_steps=100")
+                       description="e.g. python -m training train --config recipes/shakespeare-lstm.json --max_steps=100")
     t.add_argument("--config", help="JSON recipe (see recipes/)")
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

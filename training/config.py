@@ -44,6 +44,8 @@ class TrainConfig:
     batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step
     seq_len: int = 64  # char_lm: BPTT window T
     max_steps: int = 2000
+    time_budget_min: float = 0.0  # > 0: stop after this many wall-clock minutes, LR decay following the clock
+    #   (how "best loss within N minutes" is measured); runs are then not bit-reproducible. 0 = steps only.
     eval_interval: int = 250
     eval_batch_size: int = 64
     log_interval: int = 10
@@ -136,6 +138,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("batch_size", "seq_len", "max_steps", "threads", "eval_interval", "eval_batch_size"):
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key} must be positive")
+    if cfg.time_budget_min < 0:
+        raise ValueError("time_budget_min must be >= 0")
     if not 0 < cfg.data.val_fraction < 1:
         raise ValueError("data.val_fraction must be in (0, 1)")
     if not cfg.data.path:

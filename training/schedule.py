@@ -7,11 +7,12 @@ import math
 from training.config import OptimConfig
 
 
-def lr_at(step: int, max_steps: int, cfg: OptimConfig) -> float:
+def lr_at(step: int, progress: float, cfg: OptimConfig) -> float:
+    """LR at `step`, where `progress` in [0, 1] is the fraction of the run done (by steps or by time budget)."""
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.decay == "none":
         return cfg.lr
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+    progress = min(1.0, max(0.0, progress))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))

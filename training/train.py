@@ -68,10 +68,15 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
     model.train()
     bar = tqdm(total=cfg.max_steps, initial=step, unit="step", disable=not progress, dynamic_ncols=True,
                desc=cfg.name)
-    window_t, window_units = time.perf_counter(), 0
+    window_t, window_cpu, window_units = time.perf_counter(), time.process_time(), 0
     ckpt_out: dict[str, Any] = ckpt or {}
-    while step < cfg.max_steps:
-        lr = lr_at(step, cfg.max_steps, cfg.optim)
+    def fraction_done() -> float:
+        """Fraction of the run done: by steps, or by the clock when a time budget is set (whichever is further)."""
+        done = step / cfg.max_steps
+        return max(done, elapsed() / (60 * cfg.time_budget_min)) if cfg.time_budget_min > 0 else done
+
+    while fraction_done() < 1:
+        lr = lr_at(step, fraction_done(), cfg.optim)
         for group in opt.param_groups:
             group["lr"] = lr
         loss, units = task.train_step()
@@ -81,13 +86,17 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
         opt.zero_grad(set_to_none=True)
         step, seen, window_units = step + 1, seen + units, window_units + units
         bar.update(1)
-        if step % cfg.log_interval == 0 or step == cfg.max_steps:
-            rate = window_units / max(1e-9, time.perf_counter() - window_t)
-            window_t, window_units = time.perf_counter(), 0
-            bar.set_postfix(loss=f"{loss:.3f}", gnorm=f"{norm:.2f}", lr=f"{lr:.2e}", **{f"{task.unit}s/s": f"{rate:,.0f}"})
-            log.write(json.dumps({"step": step, "loss": loss, "grad_norm": norm, "lr": lr, "rate": rate,
+        last = fraction_done() >= 1
+        if step % cfg.log_interval == 0 or last:
+            wall = max(1e-9, time.perf_counter() - window_t)
+            # CPU seconds per wall second of this process: ~2.0 means both cores were busy training.
+            rate, cores = window_units / wall, (time.process_time() - window_cpu) / wall
+            window_t, window_cpu, window_units = time.perf_counter(), time.process_time(), 0
+            bar.set_postfix(loss=f"{loss:.3f}", gnorm=f"{norm:.2f}", lr=f"{lr:.2e}", cores=f"{cores:.1f}",
+                            **{f"{task.unit}s/s": f"{rate:,.0f}"})
+            log.write(json.dumps({"step": step, "loss": loss, "grad_norm": norm, "lr": lr, "rate": rate, "cores": cores,
                                   "elapsed_s": elapsed()}) + "\n")
-        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+        if step % cfg.eval_interval == 0 or last:
             metrics = task.evaluate()
             shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
             bar.write(f"step {step}: {shown} ({elapsed() / 60:.1f} min)")
@@ -95,7 +104,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
             log.flush()
         if cfg.sample_interval and step % cfg.sample_interval == 0 and task.unit == "char":
             bar.write(f"----- sample at step {step}\n{task.sample(seed=step)}\n-----")
-        if step % cfg.checkpoint_interval == 0 or step == cfg.max_steps:
+        if step % cfg.checkpoint_interval == 0 or last:
             ckpt_out = checkpoint()
     bar.close()
     log.close()

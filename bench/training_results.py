@@ -1,0 +1,45 @@
+"""Summarise training runs (runs/<name>/log.jsonl) as the README's results table.
+
+Usage: python bench/training_results.py [runs/shakespeare-lstm ...]   (default: every run under runs/)
+Each row: final validation figure, wall-clock minutes, median throughput and CPU cores in use
+(process CPU seconds per wall second, logged by the training loop).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def summarise(run: Path) -> dict:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in rows if "val_loss" in r]
+    steps = [r for r in rows if "rate" in r]
+    last = evals[-1]
+    out = {"run": run.name, "minutes": round(last["elapsed_s"] / 60, 1), "steps": last["step"],
+           "median_rate_per_s": round(statistics.median(r["rate"] for r in steps)),
+           "median_cores": round(statistics.median(r.get("cores", 0.0) for r in steps), 2)}
+    if "val_bpc" in last:
+        out.update(val_loss_nats=round(last["val_loss"], 4), val_bpc=round(last["val_bpc"], 4),
+                   best_val_loss=round(min(r["val_loss"] for r in evals), 4))
+        for budget in (5, 30):
+            within = [r["val_loss"] for r in evals if r["elapsed_s"] <= budget * 60 + 30]
+            if within and last["elapsed_s"] > 0.8 * budget * 60:
+                out[f"val_loss_within_{budget}min"] = round(min(within), 4)
+    else:
+        out.update(val_accuracy=round(last["val_accuracy"], 4), val_loss=round(last["val_loss"], 4))
+    return out
+
+
+def main(argv: list[str]) -> None:
+    runs = [Path(a) for a in argv] or sorted(p.parent for p in Path("runs").glob("*/log.jsonl"))
+    if not runs:
+        sys.exit("no runs found: train with `make model-<recipe>` first")
+    for run in runs:
+        print(json.dumps(summarise(run)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

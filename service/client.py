@@ -1,4 +1,4 @@
-"""Command-line client: python -m service.client {generate, classify, models} (see --help of each)."""
+"""Command-line client: python -m service.client {generate, classify, models, trace} (see --help of each)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,48 @@ def _models(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
         print(json.dumps(MessageToDict(info, always_print_fields_with_no_presence=True)))
 
 
+def _units(specs: list[str]) -> list[tuple[int, int]]:
+    """["1:42", "0:3-5"] -> [(1, 42), (0, 3), (0, 4), (0, 5)]."""
+    pairs = []
+    for spec in specs:
+        layer, _, units = spec.partition(":")
+        first, _, last = units.partition("-")
+        try:
+            pairs += [(int(layer), u) for u in range(int(first), int(last or first) + 1)]
+        except ValueError:
+            sys.exit(f"error: --unit {spec!r} must look like LAYER:UNIT or LAYER:FIRST-LAST")
+    return pairs
+
+
+def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
+    from service.cellpage import Series, render, value_range
+
+    text = open(a.file, encoding="utf-8").read() if a.file else a.text
+    if not text:
+        sys.exit("error: give the text to trace, or --file")
+    pairs = _units(a.unit)
+    if not pairs:  # the first units of the last layer
+        sizes = stub.GetModel(pb.GetModelRequest(name=a.model, version=a.version), timeout=a.timeout).sizes
+        pairs = [(sizes["n_layer"] - 1, u) for u in range(min(64, sizes["hidden_size"]))]
+    req = pb.TraceRequest(model=a.model, version=a.version, text=text, top_k=a.top_k,
+                          layers=sorted({layer for layer, _ in pairs}), units=sorted({u for _, u in pairs}))
+    replies = iter(stub.Trace(req, timeout=a.timeout))
+    header = next(replies).header
+    steps = [s for r in replies for s in r.steps]
+    column = {(c.layer, c.unit): j for j, c in enumerate(header.columns)}
+    quantities = sorted(header.quantities, key=lambda q: q != ("cell" if header.cell == "lstm" else "hidden"))
+    series = []
+    for q in quantities:
+        for layer, u in pairs:
+            values = [getattr(s, q)[column[layer, u]] for s in steps]
+            series.append(Series(f"layer {layer} · unit {u} · {q}", values, *value_range(q, values)))
+    nxt = [[(c.char, c.probability) for c in s.next] for s in steps] if a.top_k else None
+    title = f"{a.model} v{header.version}: {header.cell} activations over {header.n_chars} characters"
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write(render(title, [s.char for s in steps], series, nxt, note="Blue: low, red: high. From a Trace call."))
+    print(f"wrote {a.out}: {len(series)} series over {len(steps)} characters", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m service.client", description=__doc__)
     p.add_argument("--target", default="localhost:50051", help="server address")
@@ -72,11 +114,20 @@ def main(argv: list[str] | None = None) -> None:
     m = sub.add_parser("models", help="list loaded models (or describe one) as JSON lines")
     m.add_argument("name", nargs="?")
     m.add_argument("--version", type=int, default=0)
+    t = sub.add_parser("trace", help="read a text with a char LM and write an HTML page of its units' activations")
+    t.add_argument("text", nargs="?", default="")
+    t.add_argument("--file", help="read the text from this file instead")
+    t.add_argument("--model", required=True)
+    t.add_argument("--version", type=int, default=0)
+    t.add_argument("--unit", action="append", default=[],
+                   help="LAYER:UNIT or LAYER:FIRST-LAST, 0-based, repeatable (default: the last layer's first 64 units)")
+    t.add_argument("--top-k", type=int, default=5, help="next-character predictions shown on hover")
+    t.add_argument("-o", "--out", default="trace.html", help="the HTML page to write")
     a = p.parse_args(argv)
     with grpc.insecure_channel(a.target) as channel:
         stub = pb_grpc.InferenceStub(channel)
         try:
-            {"generate": _generate, "classify": _classify, "models": _models}[a.cmd](stub, a)
+            {"generate": _generate, "classify": _classify, "models": _models, "trace": _trace}[a.cmd](stub, a)
         except grpc.RpcError as err:
             sys.exit(f"error: {err.code().name}: {err.details()}")
         except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from service.tokenizer import Tokenizer
 
 MAX_FLUSH_CHARS = 4096
 MAX_FLUSH_MS = 10_000
+MAX_TRACE_TOP_K = 20
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,30 @@ def classify_rows(req, tok: Tokenizer, s: Settings) -> list[np.ndarray]:  # req:
             raise InvalidArgument(f"texts[{i}]", "has no tokens")
         rows.append(ids)
     return rows
+
+
+@dataclass(frozen=True)
+class TraceParams:
+    text: str
+    layers: list[int]  # column j is (layers[j], units[j]), layers outer
+    units: list[int]
+    top_k: int
+
+
+def trace_params(req, n_layer: int, hidden_size: int, s: Settings) -> TraceParams:  # req: rnnserve.v1.TraceRequest
+    if not req.text:
+        raise InvalidArgument("text", "must not be empty")
+    if len(req.text) > s.max_trace_chars:
+        raise InvalidArgument("text", f"{len(req.text)} characters, the limit is {s.max_trace_chars}")
+    for name, values, size in (("layers", req.layers, n_layer), ("units", req.units, hidden_size)):
+        if bad := [v for v in values if v >= size]:
+            raise InvalidArgument(name, f"{bad[0]} is out of range: the model has {size} (0-based)")
+        if len(set(values)) != len(values):
+            raise InvalidArgument(name, "must not repeat a value")
+    layers, units = list(req.layers) or list(range(n_layer)), list(req.units) or list(range(hidden_size))
+    if len(layers) * len(units) > s.max_trace_units:
+        raise InvalidArgument("units", f"{len(layers)} layers x {len(units)} units is {len(layers) * len(units)} columns, "
+                                       f"the limit is {s.max_trace_units}; choose fewer layers or units")
+    if req.top_k > MAX_TRACE_TOP_K:
+        raise InvalidArgument("top_k", f"must be in 0..{MAX_TRACE_TOP_K}, got {req.top_k}")
+    return TraceParams(req.text, [layer for layer in layers for _ in units], units * len(layers), req.top_k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import numbers
 from collections.abc import AsyncIterator
 
@@ -9,13 +10,15 @@ from service.batcher import Batcher
 from service.errors import FailedPrecondition, Unavailable, rpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from service.params import classify_rows, generate_params
+from service.params import classify_rows, generate_params, trace_params
 from service.repository import Model, Repository
 from service.scheduler import Scheduler
 from service.settings import Settings
 from service.stream import Chunk
+from service.trace import Trace, Tracers, trace_text
 
 FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
+TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message (1 MiB), well under gRPC's 4 MiB default
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, float]:
@@ -48,10 +51,27 @@ def chunk_pb(chunk: Chunk, version: int) -> pb.GenerateResponse:
     return reply
 
 
+def trace_pb(t: Trace, version: int, cell: str, tokens: tuple[str, ...]) -> list[pb.TraceResponse]:
+    """The header message, then the steps in messages of at most TRACE_MESSAGE_VALUES activations each."""
+    header = pb.TraceHeader(version=version, cell=cell, n_chars=len(t.chars), quantities=list(t.values),
+                            columns=[pb.TraceColumn(layer=layer, unit=u) for layer, u in zip(t.layers, t.units, strict=True)])
+    rows = {q: v.tolist() for q, v in t.values.items()}
+    per_message = max(1, TRACE_MESSAGE_VALUES // (len(t.units) * len(rows)))
+    replies = [pb.TraceResponse(header=header)]
+    for start in range(0, len(t.chars), per_message):
+        replies.append(pb.TraceResponse(steps=[
+            pb.TraceStep(position=i, char=t.chars[i], **{q: r[i] for q, r in rows.items()},
+                         next=[pb.CharProbability(char=tokens[j], probability=p)
+                               for j, p in zip(t.top_ids[i].tolist(), t.top_probs[i].tolist(), strict=True)])
+            for i in range(start, min(start + per_message, len(t.chars)))]))
+    return replies
+
+
 class InferenceServicer(pb_grpc.InferenceServicer):
     def __init__(self, repo: Repository, engines: dict[tuple[str, int], Scheduler | Batcher], settings: Settings) -> None:
         self.repo, self.engines, self.settings = repo, engines, settings
         self.draining = False
+        self.tracers = Tracers()
 
     def _engine(self, name: str, version: int, kind: str, method: str) -> tuple[Model, Scheduler | Batcher]:
         if self.draining:
@@ -87,3 +107,12 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:  # noqa: N802
         m = self.repo.get(request.name, request.version)
         return model_info(m, self.repo.latest(m))
+
+    @rpc
+    async def Trace(self, request: pb.TraceRequest, context) -> AsyncIterator[pb.TraceResponse]:  # noqa: N802
+        model, _ = self._engine(request.model, request.version, "char_lm", "Trace")
+        p = trace_params(request, model.meta.sizes["n_layer"], model.meta.sizes["hidden_size"], self.settings)
+        tracer = await asyncio.to_thread(self.tracers.get, model.path)
+        t = await asyncio.to_thread(trace_text, tracer, model.runner, model.tokenizer, p.text, p.layers, p.units, p.top_k)
+        for reply in await asyncio.to_thread(trace_pb, t, model.version, tracer.cell, model.tokenizer.tokens):
+            yield reply

@@ -37,6 +37,10 @@ class Settings:
     classify_max_queue: int = 1024  # texts waiting; beyond this, RESOURCE_EXHAUSTED at once
     max_classify_texts: int = 64  # texts per request
 
+    # Trace: activations of chosen units, character by character
+    max_trace_chars: int = 4096  # longest text a Trace request may read
+    max_trace_units: int = 1024  # (layer, unit) columns per Trace request
+
     # ONNX Runtime
     intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
     inter_op_threads: int = 1
@@ -47,7 +51,8 @@ class Settings:
     def __post_init__(self) -> None:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "classify_max_batch",
-                    "classify_max_queue", "max_classify_texts", "inter_op_threads")
+                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units",
+                    "inter_op_threads")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")

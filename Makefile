@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 VENV    := .venv/.installed
 DATA    := ../shared/data
 
-.PHONY: all test lint run serve bench-serve demo proto models clean
+.PHONY: all test lint run serve bench-serve demo proto models clean chromium cells
 
 all: test
 
@@ -18,8 +18,12 @@ venv: $(VENV)
 lint: $(VENV)
 	.venv/bin/ruff check .
 
-test: $(VENV) proto
+test: $(VENV) proto chromium
 	$(PY) -m pytest -q
+
+# Debian's headless Chromium: the tests render the cell pages in it and check the screenshot's pixels.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium)
 
 # ---- serving: generated gRPC code (not committed), the server, a client, the benchmark
 PROTO_GEN := service/gen/.stamp
@@ -51,6 +55,17 @@ models: model-shakespeare-lstm model-shakespeare-gru model-sst2-bilstm
 model-%: $(VENV)
 	$(PY) -m training train --config recipes/$*.json
 	$(PY) -m training export runs/$*/last.pt models/$$($(PY) -c "import json;print(json.load(open('recipes/$*.json'))['name'])")/$${VERSION:-1}
+
+# The code corpus is this machine's Python standard library, gathered at run time and never committed.
+CODE_CORPUS := runs/data/python-stdlib.txt
+$(CODE_CORPUS): | $(VENV)
+	$(PY) -m training code-corpus $@
+model-python-lstm: $(CODE_CORPUS)
+
+# Interpretable cells of the bundled models (docs/cells.md): ranked tables, cells.json, pictures and pages in runs/cells/.
+cells: $(VENV) $(CODE_CORPUS)
+	$(PY) -m training cells models/python-lstm/1 --features code
+	$(PY) -m training cells models/shakespeare-lstm/1 --features prose --labels $(DATA)/sst2/dev.tsv
 
 clean:
 	rm -rf .venv runs .pytest_cache .ruff_cache service/gen

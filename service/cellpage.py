@@ -24,11 +24,10 @@ class Series:
 
 
 def value_range(quantity: str, values: list[float]) -> tuple[float, float]:
-    """Gates live in (0, 1), h in (-1, 1); the cell state is unbounded, so it takes its own largest magnitude."""
+    """Gates live in (0, 1): their colours span that. A state spans +-its own largest magnitude, so a unit
+    that stays within +-0.3 is still visible (the page prints the range beside the colour bar)."""
     if quantity.endswith("_gate"):
         return 0.0, 1.0
-    if quantity == "hidden":
-        return -1.0, 1.0
     m = max((abs(v) for v in values), default=1.0) or 1.0
     return -m, m
 

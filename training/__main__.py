@@ -1,4 +1,4 @@
-"""Command line: python -m training {train, eval, sample, export} (see --help of each)."""
+"""Command line: python -m training {train, eval, sample, export, cells, code-corpus} (see --help of each)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,28 @@ def _export(args: argparse.Namespace) -> None:
     print(describe(meta))
 
 
+def _cells(args: argparse.Namespace) -> None:
+    from training import cells, features
+
+    presets = {"prose": features.PROSE, "code": features.CODE, "all": [f.name for f in features.FEATURES]}
+    names = presets.get(args.features) or args.features.split(",")
+    out = args.out or f"runs/cells/{args.model.rstrip('/').split('/')[-2]}"
+    report = cells.search(args.model, out, args.corpus, args.chars, names, args.labels, args.max_sentences, args.show,
+                          args.top)
+    print(f"{report['cell']} units of {args.model} over {report['chars']} characters of {report['corpus']}\n")
+    print(cells.table(report["features"]))
+    if report["gates"]:
+        print("\ngate saturation (fraction of steps), mean over units:")
+        print(cells.gate_table(report["gates"]))
+    print(f"\nwrote {out}/cells.json, cells.html and the pictures")
+
+
+def _code_corpus(args: argparse.Namespace) -> None:
+    from training.pycorpus import build
+
+    print(json.dumps(build(args.out, args.max_chars), indent=1))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -95,6 +117,20 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("checkpoint")
     x.add_argument("out_dir", help="e.g. models/shakespeare-lstm/1")
     x.add_argument("--description", default="")
+    c = sub.add_parser("cells", help="score every unit of a char LM artifact against text features (and sentiment)",
+                       description="e.g. python -m training cells models/shakespeare-lstm/1 --features prose")
+    c.add_argument("model", help="artifact directory, e.g. models/python-lstm/1")
+    c.add_argument("--corpus", help="text to read (default: the validation split of the model's training corpus)")
+    c.add_argument("--chars", type=int, default=30000, help="characters of the corpus to score")
+    c.add_argument("--features", default="all", help="prose, code, all, or feature names separated by commas")
+    c.add_argument("--labels", help="labelled sentences (GLUE TSV or '<label> <text>'): also score sentiment")
+    c.add_argument("--max-sentences", type=int, default=1000)
+    c.add_argument("--show", type=int, default=1200, help="characters on the pictures and the page")
+    c.add_argument("--top", type=int, default=3, help="units listed per feature")
+    c.add_argument("--out", help="output directory (default: runs/cells/<model name>)")
+    k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
+    k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")
+    k.add_argument("--max-chars", type=int, default=4_000_000)
     args, rest = p.parse_known_args(argv)
     if rest and args.cmd != "train":
         p.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -102,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.cmd == "train":
             _train(args, rest)
         else:
-            {"eval": _eval, "sample": _sample, "export": _export}[args.cmd](args)
+            {"eval": _eval, "sample": _sample, "export": _export, "cells": _cells, "code-corpus": _code_corpus}[args.cmd](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")
 

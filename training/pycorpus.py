@@ -1,0 +1,49 @@
+"""The code corpus: the Python standard library's own source, gathered at run time and never committed.
+
+Karpathy, Johnson & Fei-Fei (2015) trained on the Linux kernel's C source to find cells that track
+comments, strings, bracket nesting and indentation. The standard library of the Python that runs
+this project is on every machine and has the same structure, so the corpus is rebuilt, not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import sysconfig
+from pathlib import Path
+
+SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "encodings", "__pycache__", "lib2to3"}
+SEPARATOR = "\n\n"
+
+
+def stdlib_files(root: Path | None = None) -> list[Path]:
+    """The library's .py files, tests and codec tables left out, in a fixed order (sorted relative paths)."""
+    root = Path(root or sysconfig.get_paths()["stdlib"])
+    return sorted((p for p in root.rglob("*.py") if not SKIP_DIRS & set(p.relative_to(root).parts[:-1])),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def build(out: str | Path, max_chars: int = 4_000_000, root: Path | None = None) -> dict:
+    """Concatenate ASCII-only files until max_chars; write the corpus and a manifest beside it (<out>.json)."""
+    root = Path(root or sysconfig.get_paths()["stdlib"])
+    parts, used, size = [], [], 0
+    for path in stdlib_files(root):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not text.isascii() or not text.strip():  # a small, ASCII vocabulary: a few files use other scripts
+            continue
+        if size + len(text) > max_chars:
+            break
+        parts.append(text.rstrip("\n") + SEPARATOR)
+        used.append(path.relative_to(root).as_posix())
+        size += len(parts[-1])
+    if not parts:
+        raise ValueError(f"no Python source under {root}")
+    corpus = "".join(parts)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(corpus, encoding="utf-8")
+    manifest = {"source": str(root), "python": sys.version.split()[0], "files": len(used), "chars": len(corpus),
+                "sha256": hashlib.sha256(corpus.encode()).hexdigest(), "first": used[0], "last": used[-1]}
+    out.with_suffix(out.suffix + ".json").write_text(json.dumps({**manifest, "paths": used}, indent=1) + "\n")
+    return manifest

@@ -6,21 +6,21 @@ import numpy as np
 
 from service.stream import Stream
 
-# Per-row columns. Streams join and leave only between steps, so a step touches whole arrays
-# (a handful of numpy calls whatever B is) instead of looping over streams in Python.
+# Per-row columns. Streams join and leave only between steps, and per-row progress is kept as
+# the step at which something happened, so an ordinary step touches no column at all: it
+# compares one step counter with the next step at which any row needs attention.
 COLUMNS = {
     "slots": np.int64,  # row -> slot, which indexes the scheduler's per-slot buffers
     "ids": np.int64,  # the character each row feeds to the next step
     "temperature": np.float64,
     "top_k": np.int64,
     "top_p": np.float64,
-    "generated": np.int64,
     "max_tokens": np.int64,
-    "npend": np.int64,  # characters generated but not sent yet
-    "t_pend": np.float64,  # when the oldest of those was generated (inf: none)
     "flush_chars": np.int64,
     "flush_s": np.float64,
-    "cur": np.int64,  # next unused uniform draw in the slot's block
+    "joined": np.int64,  # step that generated the row's first character
+    "unsent": np.int64,  # step that generated the row's first character not sent yet
+    "t_sent": np.float64,  # when the row last sent text (or joined)
 }
 
 
@@ -36,21 +36,23 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.streams)
 
-    def add(self, streams: list[Stream], state: list[np.ndarray]) -> None:
-        """Append rows for streams whose prompt is read; state holds their (L, n, H) tensors in the same order."""
+    def add(self, streams: list[Stream], state: list[np.ndarray], step: int, now: float) -> None:
+        """Append rows for streams whose prompt is read, to be advanced from `step` on; state holds their (L, n, H)."""
+        n = len(streams)
         new = {
             "slots": [s.slot for s in streams],
             "ids": [int(s.params.prompt_ids[-1]) for s in streams],
             "temperature": [s.params.temperature for s in streams],
             "top_k": [s.params.top_k for s in streams],
             "top_p": [s.params.top_p for s in streams],
-            "generated": [0] * len(streams),
             "max_tokens": [s.params.max_tokens for s in streams],
-            "npend": [0] * len(streams),
-            "t_pend": [np.inf] * len(streams),
             "flush_chars": [s.params.flush_chars for s in streams],
             "flush_s": [s.params.flush_s for s in streams],
-            "cur": [0] * len(streams),
+            "joined": [step] * n,
+            "unsent": [step] * n,
+            # Streams that join together would send together every flush_ms: offset each by its slot
+            # so that the event loop gets a steady trickle of messages rather than bursts.
+            "t_sent": [now - s.params.flush_s * (s.slot % 16) / 16 for s in streams],
         }
         for name, dtype in COLUMNS.items():
             setattr(self, name, np.concatenate([getattr(self, name), np.asarray(new[name], dtype)]))
@@ -65,6 +67,13 @@ class DecodeBatch:
         self.state = [np.ascontiguousarray(x[:, rows]) for x in self.state]
         self.streams = [self.streams[i] for i in rows.tolist()]
         self._flags()
+
+    def next_event(self) -> tuple[int, float]:
+        """The first step at which a row reaches max_tokens or flush_chars, and the first flush_ms deadline."""
+        if not self.streams:
+            return 2**62, np.inf
+        last = np.minimum(self.joined + self.max_tokens, self.unsent + self.flush_chars) - 1
+        return int(last.min()), float((self.t_sent + self.flush_s).min())
 
     def _flags(self) -> None:
         self.any_stop = any(s.params.stop for s in self.streams)

@@ -16,13 +16,17 @@ from prometheus_client.registry import Collector
 SECONDS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
            1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
+# Inter-character latency gets ten buckets per decade (the R10 series), 10 us to 10 s: its
+# quantiles are compared with step times of a fraction of a millisecond.
+FINE = (*(round(m * 10.0**e, 10) for e in range(-5, 1) for m in (1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8)), 10.0)
 
 
 class WeightedHistogram(Collector):
     """A histogram whose observe(value, count) records one value `count` times in O(1).
 
     One decode step is one inter-character interval for each of its B streams; observing it B
-    times through prometheus_client would cost more than the step itself.
+    times through prometheus_client would cost more than the step itself. Also used for the
+    other once-per-step histograms: an observation costs a bisect and two additions.
     """
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]) -> None:
@@ -75,14 +79,15 @@ TIME_TO_FIRST_CHAR = Histogram("rnnserve_time_to_first_char_seconds",
                                buckets=SECONDS)
 INTER_CHAR = WeightedHistogram("rnnserve_inter_char_seconds",
                                "Generate: time between consecutive characters of a stream (one per character).",
-                               ["model", "version"], SECONDS)
+                               ["model", "version"], FINE)
 QUEUE_WAIT = Histogram("rnnserve_queue_wait_seconds",
                        "Time a request waited before its model call: for a stream slot (Generate) or a batch (Classify).",
                        ["model", "version", "method"], buckets=SECONDS)
-MODEL_CALL_SECONDS = Histogram("rnnserve_model_call_seconds", "ONNX Runtime call time, by phase (prefill, decode, classify).",
-                               ["model", "version", "phase"], buckets=SECONDS)
-DECODE_BATCH = Histogram("rnnserve_decode_batch_size", "Streams advanced by one decode step.", ["model", "version"],
-                         buckets=BATCH)
+MODEL_CALL_SECONDS = WeightedHistogram("rnnserve_model_call_seconds",
+                                       "ONNX Runtime call time, by phase (prefill, decode, classify).",
+                                       ["model", "version", "phase"], SECONDS)
+DECODE_BATCH = WeightedHistogram("rnnserve_decode_batch_size", "Streams advanced by one decode step.", ["model", "version"],
+                                 BATCH)
 PREFILL_BATCH = Histogram("rnnserve_prefill_batch_size", "Prompts read by one prefill call.", ["model", "version"],
                           buckets=BATCH)
 CLASSIFY_BATCH = Histogram("rnnserve_classify_batch_size", "Texts classified by one model call.", ["model", "version"],
@@ -107,9 +112,9 @@ class GenerateMetrics:
     ttfc: Histogram
     inter_char: WeightedHistogram.Child
     queue_wait: Histogram
-    prefill_call: Histogram
-    decode_call: Histogram
-    decode_batch: Histogram
+    prefill_call: WeightedHistogram.Child
+    decode_call: WeightedHistogram.Child
+    decode_batch: WeightedHistogram.Child
     prefill_batch: Histogram
     active: Gauge
     queued: Gauge
@@ -128,7 +133,7 @@ class GenerateMetrics:
 @dataclass(frozen=True)
 class ClassifyMetrics:
     queue_wait: Histogram
-    call: Histogram
+    call: WeightedHistogram.Child
     batch: Histogram
     queued: Gauge
 

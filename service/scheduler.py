@@ -3,8 +3,10 @@
 Each loop iteration: drop cancelled streams, admit waiting ones into free slots, run one
 prefill call for prompts being read (at most prefill_chunk characters, so decoding never
 stalls for long), then one decode step (T = 1) for every stream whose prompt is read.
-Streams join at the next step and leave the step they finish. Text goes back to the event
-loop in chunks, with one thread-safe callback per step at most.
+Streams join at the next step and leave the step they finish. An ordinary step is an ORT
+call, the sampler and three array writes. Text goes back in chunks through an outbox that the
+event loop polls every deliver_ms while streams are open: waking the loop from this thread
+would release the GIL in the middle of a step and hand it to the loop for its whole burst.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from service.tokenizer import Tokenizer
 log = logging.getLogger("rnnserve")
 
 DRAWS = 256  # uniforms drawn per refill of a stream's block; the sequence is the same as one draw at a time
+HIST = MAX_FLUSH_CHARS  # generated ids kept per slot: a row never holds more unsent characters than flush_chars
 
 
 class Scheduler:
@@ -37,31 +40,37 @@ class Scheduler:
         self.name, self.version, self.runner, self.loop = name, version, runner, loop
         self.max_streams, self.max_queue = settings.max_streams, settings.max_queue
         self.prefill_batch, self.prefill_chunk = settings.prefill_batch, settings.prefill_chunk
+        self.deliver_s = settings.deliver_ms / 1000
         self.m = GenerateMetrics.bind(name, version)
         V, S = runner.vocab_size, settings.max_streams
         self.banned = tokenizer.unk_id  # never sampled: it stands for no character (see sampling.sample)
         # One character per id; special tokens render as U+FFFD so that every step is one character.
         specials = {tokenizer.unk_id, tokenizer.pad_id}
         self.texts = ["\ufffd" if i in specials else tokenizer.token(i) for i in range(V)]
-        self.last_char_of = {}  # character -> ids that render as it
+        self.ids_of: dict[str, list[int]] = {}  # character -> ids that render as it
         for i, t in enumerate(self.texts):
-            self.last_char_of.setdefault(t, []).append(i)
-        # Per-slot buffers, indexed by a stream's slot for its whole life.
-        self.pend_ids = np.zeros((S, MAX_FLUSH_CHARS), np.int64)
-        self.pend_lp = np.zeros((S, MAX_FLUSH_CHARS), np.float32)
-        self.draws = np.zeros((S, DRAWS), np.float64)
+            self.ids_of.setdefault(t, []).append(i)
+        # Per-slot buffers, indexed by a stream's slot for its whole life and by step number mod their width.
+        self.hist = np.zeros((S, HIST), np.int64)  # generated ids
+        self.hist_lp = np.zeros((S, HIST), np.float32)  # and their log-probabilities
+        self.draws = np.zeros((S, DRAWS), np.float64)  # uniforms, column (step % DRAWS)
         self.stop_last = np.zeros((S, V), bool)  # ids that end one of the slot's stop sequences
         self.free = list(range(S - 1, -1, -1))
         self.batch = DecodeBatch(runner.zero_state(0))
         self.prefilling: list[Stream] = []
-        self.waiting: list[Stream] = []  # admitted to the scheduler, waiting for a slot (decode thread)
-        self.until_refill = DRAWS
+        self.waiting: list[Stream] = []  # taken from the inbox, waiting for a slot
+        self.step = 0  # number of the next decode step
+        self.event_step, self.deadline = self.batch.next_event()
+        self.refills: dict[int, list[Stream]] = {}  # step -> streams whose draws run out after it
         self.n_new = 0  # rows appended since the last step (they get their first character from it)
         self.last_step = 0.0
+        self.uncounted = 0  # generated characters not yet added to the Prometheus counter
         # Shared with the event loop, under the lock.
         self.lock = threading.Lock()
         self.inbox: list[Stream] = []
         self.cancels: list[Stream] = []
+        self.outbox: list[tuple[Stream, Chunk | Exception]] = []
+        self.polling = False  # event-loop side: a _deliver is scheduled
         self.wake = threading.Event()
         self.stopping = False
         self.n_open = 0  # event-loop side: submitted and not yet closed
@@ -81,6 +90,9 @@ class Scheduler:
         with self.lock:
             self.inbox.append(stream)
         self.wake.set()
+        if not self.polling:
+            self.polling = True
+            self.loop.call_later(self.deliver_s, self._deliver)
         return stream
 
     def cancel(self, stream: Stream) -> None:
@@ -89,12 +101,14 @@ class Scheduler:
             return
         stream.closed = True
         self.n_open -= 1
-        stream.cancelled = True
         with self.lock:
             self.cancels.append(stream)
         self.wake.set()
 
-    def _deliver(self, events: list[tuple[Stream, Chunk | Exception]]) -> None:
+    def _deliver(self) -> None:
+        """Hand the outbox to the streams; poll again while any stream is open."""
+        with self.lock:
+            events, self.outbox = self.outbox, []
         for stream, item in events:
             if stream.closed:
                 continue
@@ -102,6 +116,10 @@ class Scheduler:
             if isinstance(item, Exception) or item.finished is not None:
                 stream.closed = True
                 self.n_open -= 1
+        if self.n_open or self.outbox:
+            self.loop.call_later(self.deliver_s, self._deliver)
+        else:
+            self.polling = False
 
     def close(self) -> None:
         self.stopping = True
@@ -110,10 +128,8 @@ class Scheduler:
 
     # ---- decode thread
     def _post(self, events: list[tuple[Stream, Chunk | Exception]]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self._deliver, events)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            pass
+        with self.lock:
+            self.outbox.extend(events)
 
     def _run(self) -> None:
         while not self.stopping:
@@ -158,9 +174,8 @@ class Scheduler:
             self.m.queued.dec()
             self.m.active.inc()
             self.m.queue_wait.observe(s.admitted - s.arrival)
-            self.draws[s.slot] = s.rng.random(DRAWS)
             for stop in s.params.stop:
-                self.stop_last[s.slot, self.last_char_of.get(stop[-1], [])] = True
+                self.stop_last[s.slot, self.ids_of.get(stop[-1], [])] = True
             s.state = self.runner.zero_state(1)
             (self.prefilling if len(s.todo) else joined).append(s)
         if joined:
@@ -169,6 +184,7 @@ class Scheduler:
     def _release(self, s: Stream) -> None:
         self.stop_last[s.slot] = False
         self.free.append(s.slot)
+        s.slot = -1
         self.m.active.dec()
 
     def _prefill(self) -> None:
@@ -192,101 +208,116 @@ class Scheduler:
             self._join(joined)
 
     def _join(self, streams: list[Stream]) -> None:
-        self.batch.add(streams, [np.concatenate(xs, axis=1) for xs in zip(*(s.state for s in streams), strict=True)])
+        """Append streams whose prompt is read; their first draw is used at step self.step."""
+        k = self.step
+        for s in streams:
+            self._refill(s, k)
+        self.batch.add(streams, [np.concatenate(xs, axis=1) for xs in zip(*(s.state for s in streams), strict=True)],
+                       k, time.perf_counter())
         for s in streams:
             s.state = []
         self.n_new += len(streams)
-        self.until_refill = DRAWS - int(self.batch.cur.max())
+        self.event_step, self.deadline = self.batch.next_event()
+
+    def _refill(self, s: Stream, first: int) -> None:
+        """The next DRAWS uniforms of the stream, for steps first .. first + DRAWS - 1 (column = step % DRAWS)."""
+        self.draws[s.slot] = np.roll(s.rng.random(DRAWS), first % DRAWS)
+        self.refills.setdefault(first + DRAWS - 1, []).append(s)
 
     def _keep(self, rows: np.ndarray) -> None:
         n_new_kept = int(np.count_nonzero(rows >= len(self.batch) - self.n_new))
         self.batch.keep(rows)
         self.n_new = n_new_kept
-        self.until_refill = DRAWS - int(self.batch.cur.max()) if len(rows) else DRAWS
+        self.event_step, self.deadline = self.batch.next_event()
 
     def _step(self) -> None:
-        b, B, n_new = self.batch, len(self.batch), self.n_new
+        b, B, n_new, k = self.batch, len(self.batch), self.n_new, self.step
         t0 = time.perf_counter()
         logits, b.state = self.runner.run(b.ids[:, None], b.state)  # (B, 1, V)
         now = time.perf_counter()
         m = self.m
         m.decode_call.observe(now - t0)
         m.decode_batch.observe(B)
-        m.chars.inc(B)
         if B > n_new:
             m.inter_char.observe(now - self.last_step, B - n_new)
-        for s in b.streams[B - n_new :]:
-            s.first = now
-            m.ttfc.observe(now - s.arrival)
-        self.last_step, self.n_new = now, 0
+        if n_new:
+            for s in b.streams[B - n_new :]:
+                s.first = now
+                m.ttfc.observe(now - s.arrival)
+        self.last_step, self.n_new, self.step = now, 0, k + 1
+        self.uncounted += B
 
-        u = self.draws[b.slots, b.cur]
-        b.cur += 1
-        self.until_refill -= 1
-        if self.until_refill == 0:
-            self._refill()
-        ids, lp = sample(logits[:, -1, :], b.temperature, b.top_k, b.top_p, u, self.banned)
+        ids, lp = sample(logits[:, -1, :], b.temperature, b.top_k, b.top_p, self.draws[b.slots, k % DRAWS], self.banned)
         b.ids = ids
-        self.pend_ids[b.slots, b.npend] = ids
+        self.hist[b.slots, k % HIST] = ids
         if b.any_logprobs:
-            self.pend_lp[b.slots, b.npend] = lp
-        b.npend += 1
-        b.generated += 1
-        np.minimum(b.t_pend, now, out=b.t_pend)
-        done = b.generated >= b.max_tokens
+            self.hist_lp[b.slots, k % HIST] = lp
+        if k in self.refills:
+            for s in self.refills.pop(k):
+                if s.slot >= 0:
+                    self._refill(s, k + 1)
+        stopped = None
         if b.any_stop:
             hits = self.stop_last[b.slots, ids]
             if hits.any():
-                for i in np.flatnonzero(hits).tolist():
-                    done[i] |= self._stopped(i)
-        flush = done | (b.npend >= b.flush_chars) | (now - b.t_pend >= b.flush_s)
-        if not flush.any():
-            return
+                stopped = [i for i in np.flatnonzero(hits).tolist() if self._stopped(i, k)]
+        if k >= self.event_step or now >= self.deadline or stopped:
+            self._events(k, now, stopped)
+
+    def _events(self, k: int, now: float, stopped: list[int] | None) -> None:
+        """After step k: send text that is due, finish streams that are done."""
+        b = self.batch
+        generated = k + 1 - b.joined
+        done = generated >= b.max_tokens
+        if stopped:
+            done[stopped] = True
+        flush = done | (k + 1 - b.unsent >= b.flush_chars) | (now - b.t_sent >= b.flush_s)
         events = []
         for i in np.flatnonzero(flush).tolist():
-            chunk = self._flush(i, now, bool(done[i]))
+            chunk = self._flush(i, k, now, bool(done[i]), int(generated[i]))
             if chunk is not None:
                 events.append((b.streams[i], chunk))
+        b.unsent[flush] = k + 1
+        b.t_sent[flush] = now
         if done.any():
             for i in np.flatnonzero(done).tolist():
                 self._release(b.streams[i])
             self._keep(np.flatnonzero(~done))
+        else:
+            self.event_step, self.deadline = b.next_event()
+        self.m.chars.inc(self.uncounted)
+        self.uncounted = 0
         if events:
             self._post(events)
 
-    def _refill(self) -> None:
-        b = self.batch
-        for i in np.flatnonzero(b.cur >= DRAWS).tolist():
-            self.draws[b.slots[i]] = b.streams[i].rng.random(DRAWS)
-            b.cur[i] = 0
-        self.until_refill = DRAWS - int(b.cur.max())
-
-    def _unsent(self, i: int) -> str:
+    def _unsent(self, i: int, k: int) -> str:
         b = self.batch
         s, texts = b.streams[i], self.texts
-        return s.held + "".join([texts[j] for j in self.pend_ids[b.slots[i], : b.npend[i]].tolist()])
+        cols = np.arange(b.unsent[i], k + 1) % HIST
+        return s.held + "".join([texts[j] for j in self.hist[b.slots[i], cols].tolist()])
 
-    def _stopped(self, i: int) -> bool:
+    def _stopped(self, i: int, k: int) -> bool:
         """Does the unsent text end with a stop sequence? Held-back text guarantees a whole match is unsent."""
         s = self.batch.streams[i]
-        text = self._unsent(i)
+        text = self._unsent(i, k)
         matched = [len(stop) for stop in s.params.stop if text.endswith(stop)]
         s.stop_len = max(matched, default=0)
         return bool(matched)
 
-    def _flush(self, i: int, now: float, final: bool) -> Chunk | None:
+    def _flush(self, i: int, k: int, now: float, final: bool, generated: int) -> Chunk | None:
         b = self.batch
         s, p = b.streams[i], b.streams[i].params
-        text = self._unsent(i)
-        lps = s.held_lp + self.pend_lp[b.slots[i], : b.npend[i]].tolist() if p.logprobs else None
+        text = self._unsent(i, k)
+        lps = None
+        if p.logprobs:
+            lps = s.held_lp + self.hist_lp[b.slots[i], np.arange(b.unsent[i], k + 1) % HIST].tolist()
         keep = len(text) - s.stop_len if final else len(text) - held_suffix(text, p.stop) if p.stop else len(text)
         s.held, text = text[keep:], text[:keep]
         if lps is not None:
             s.held_lp, lps = lps[keep:], lps[:keep]
-        b.npend[i], b.t_pend[i] = 0, np.inf
         finished = None
         if final:
-            finished = Finished("stop" if s.stop_len else "length", len(p.prompt_ids), int(b.generated[i]),
+            finished = Finished("stop" if s.stop_len else "length", len(p.prompt_ids), generated,
                                 s.first - s.arrival, now - s.arrival, s.admitted - s.arrival)
         return Chunk(text, lps, finished) if text or finished else None
 
@@ -301,5 +332,7 @@ class Scheduler:
                 self.m.queued.dec(len(self.waiting) + len(self.inbox))
                 self.waiting, self.inbox = [], []
         self.batch, self.prefilling, self.n_new = DecodeBatch(self.runner.zero_state(0)), [], 0
+        self.event_step, self.deadline = self.batch.next_event()
+        self.refills.clear()
         if streams:
             self._post([(s, err) for s in streams])

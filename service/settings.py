@@ -28,8 +28,9 @@ class Settings:
     default_max_tokens: int = 256  # when a request leaves max_tokens unset
     max_stop: int = 4  # stop sequences per request
     max_stop_chars: int = 32  # characters per stop sequence
-    flush_chars: int = 16  # default: send text once this many characters are ready...
-    flush_ms: int = 50  # ...or once the oldest unsent character is this old
+    flush_chars: int = 64  # default: send text once this many characters are ready...
+    flush_ms: int = 50  # ...or once this long has passed since the last send
+    deliver_ms: float = 1.0  # while streams run, the event loop collects their text this often
 
     # Classify: dynamic batching, per model
     classify_max_batch: int = 64  # texts per model call; 1 turns batching off
@@ -50,9 +51,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
-                    "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "classify_max_batch",
-                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units",
-                    "inter_op_threads")
+                    "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
+                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "inter_op_threads")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")

@@ -45,10 +45,9 @@ class Stream:
         self.arrival = time.perf_counter()
         self.queue: asyncio.Queue[Chunk | Exception] = asyncio.Queue()
         self.closed = False  # event-loop side: finished, failed or cancelled
-        self.cancelled = False  # read by the decode thread
         # decode-thread side
         self.rng = np.random.default_rng(params.seed)  # this stream's own draws: same text alone or batched
-        self.slot = -1
+        self.slot = -1  # -1 unless the stream holds a slot
         self.todo = params.prompt_ids[:-1]  # prefill reads all but the last prompt character...
         self.pos = 0  # ...of which this many are read
         self.state: list[np.ndarray] = []  # (L, 1, H) each while prefilling

@@ -44,11 +44,15 @@ def test_detectors_on_hand_made_text():
     assert features.bracket_depth("a(b[c])d)").tolist() == [0, 1, 1, 2, 2, 1, 0, 0, 0]
     assert features.line_position("ab\ncd").tolist() == [1, 2, 0, 1, 2]
     assert features.indentation("x\n    y\n\tz").tolist() == [0, 0, 1, 2, 3, 4, 4, 0, 4, 4]
+    assert features.block_indentation("  x\n    y\nz").tolist() == [0, 0, 2, 2, 2, 2, 2, 2, 4, 4, 0]
 
     code = 'a = "x(#)" # c "q"\nb = (1, \'\'\'s\ns\'\'\', "\\"")\n'
     string, comment, depth = features.python_lexer(code)
     inside = "".join(ch for ch, s in zip(code, string, strict=True) if s)
     assert inside == '"x(#)' + "'''s\ns''" + '"\\"'  # a closing quote is outside; escapes stay inside
+    assert "".join(ch for ch, s in zip(code, string, strict=True) if s == 3) == "'''s\ns''"
+    short = features.compute(code, ["in_short_string"])["in_short_string"]
+    assert np.isnan(short[code.index("s\ns")]) and short[code.index("x(#)")] == 1 and short[0] == 0
     assert "".join(ch for ch, c in zip(code, comment, strict=True) if c) == '# c "q"'
     assert depth[code.index("(#)") + 1] == 0  # brackets in strings do not nest
     assert depth[code.index("(1")] == 1 and depth[code.index("s\ns") + 2] == 1 and depth[len(code) - 2] == 0
@@ -104,5 +108,6 @@ def test_code_corpus_is_built_from_library_source(tmp_path):
     (root / "u.py").write_text("s = 'é'\n")  # not ASCII: left out
     manifest = pycorpus.build(tmp_path / "out.txt", root=root)
     text = (tmp_path / "out.txt").read_text()
-    assert text == "def f(x):\n    return 'x'\n\n# b\nX = (1, 2)\n\n"
-    assert manifest["files"] == 2 and json.loads((tmp_path / "out.txt.json").read_text())["paths"] == ["a.py", "pkg/b.py"]
+    assert sorted(text.split("\n\n")) == ["", "# b\nX = (1, 2)", "def f(x):\n    return 'x'"]
+    paths = json.loads((tmp_path / "out.txt.json").read_text())["paths"]
+    assert manifest["files"] == 2 and sorted(paths) == ["a.py", "pkg/b.py"]

@@ -62,8 +62,24 @@ def indentation(text: str) -> np.ndarray:
     return out
 
 
+def block_indentation(text: str) -> np.ndarray:
+    """Indentation of the last line whose first non-blank character has been read: the block depth a model
+    must carry across newlines and leading spaces to indent the next line."""
+    out, block, current, leading = np.zeros(len(text)), 0, 0, True
+    for t, ch in enumerate(text):
+        if ch == "\n":
+            current, leading = 0, True
+        elif leading and ch in " \t":
+            current += TAB_WIDTH if ch == "\t" else 1
+        elif leading:
+            block, leading = current, False
+        out[t] = block
+    return out
+
+
 def python_lexer(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(in_string, in_comment, bracket_depth) of Python source, from a small lexer.
+    """(string, in_comment, bracket_depth) of Python source, from a small lexer; string is the length of the
+    open string's quote (1: ' or ", 3: triple-quoted, mostly docstrings), 0 outside strings.
 
     Strings open with ' " ''' or \"\"\", backslash escapes the next character, a single-quoted
     string also ends at a newline; # starts a comment up to the newline. Brackets inside strings
@@ -79,24 +95,24 @@ def python_lexer(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             comment[t] = in_comment
         elif quote:
             if ch == "\\" and t + 1 < n:  # an escape (or a line continuation) keeps the string open
-                string[t : t + 2] = 1
+                string[t : t + 2] = len(quote)
                 depth[t : t + 2] = d
                 t += 2
                 continue
             if text.startswith(quote, t):
-                string[t : t + len(quote) - 1] = 1  # the closing quote's last character is outside
+                string[t : t + len(quote) - 1] = len(quote)  # the closing quote's last character is outside
                 depth[t : t + len(quote)] = d
                 t, quote = t + len(quote), ""
                 continue
             if ch == "\n" and len(quote) == 1:
                 quote = ""  # an unterminated single-quoted string ends with its line
             else:
-                string[t] = 1
+                string[t] = len(quote)
         elif ch == "#":
             in_comment, comment[t] = True, 1
         elif ch in "'\"":
             quote = ch * 3 if text.startswith(ch * 3, t) else ch
-            string[t : t + len(quote)] = 1
+            string[t : t + len(quote)] = len(quote)
             depth[t : t + len(quote)] = d
             t += len(quote)
             continue
@@ -136,13 +152,17 @@ FEATURES = (
     Feature("line_position", False, "characters since the newline"),
     Feature("speech_line", True, "a line of a speech (1) vs a speaker's name line (0)"),
     Feature("in_string", True, "inside a Python string literal"),
+    Feature("in_short_string", True, "inside a ' or \" string (vs not in any string)"),
+    Feature("in_long_string", True, "inside a triple-quoted string, mostly docstrings (vs not in any string)"),
     Feature("in_comment", True, "inside a Python # comment"),
     Feature("code_depth", False, "open ( [ { in Python, outside strings and comments"),
-    Feature("indentation", False, "leading whitespace of the line, in columns"),
+    Feature("indentation", False, "leading whitespace of the line read so far, in columns"),
+    Feature("block_indent", False, "indentation of the last line begun, held across newlines"),
 )
 
 PROSE = ["in_quotes", "bracket_depth", "in_brackets", "line_position", "speech_line"]
-CODE = ["in_string", "in_comment", "code_depth", "indentation", "line_position"]
+CODE = ["in_string", "in_short_string", "in_long_string", "in_comment", "code_depth", "indentation", "block_indent",
+        "line_position"]
 
 
 def compute(text: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -158,8 +178,11 @@ def compute(text: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
         "line_position": lambda: line_position(text),
         "speech_line": lambda: speech_line(text),
         "indentation": lambda: indentation(text),
+        "block_indent": lambda: block_indentation(text),
     }
-    if {"in_string", "in_comment", "code_depth"} & set(names):
+    if {"in_string", "in_short_string", "in_long_string", "in_comment", "code_depth"} & set(names):
         string, comment, depth = python_lexer(text)
-        lazy.update(in_string=lambda: string, in_comment=lambda: comment, code_depth=lambda: depth)
+        lazy.update(in_string=lambda: (string > 0).astype(float), in_comment=lambda: comment, code_depth=lambda: depth,
+                    in_short_string=lambda: np.where(string == 3, np.nan, string),  # the other strings are not scored
+                    in_long_string=lambda: np.where(string == 1, np.nan, string / 3))
     return {n: lazy[n]() for n in names}

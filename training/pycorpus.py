@@ -18,10 +18,11 @@ SEPARATOR = "\n\n"
 
 
 def stdlib_files(root: Path | None = None) -> list[Path]:
-    """The library's .py files, tests and codec tables left out, in a fixed order (sorted relative paths)."""
+    """The library's .py files, tests and codec tables left out, in a fixed shuffled order (by the sha1 of the
+    relative path), so that any prefix, and the validation split at the end, mix the whole library."""
     root = Path(root or sysconfig.get_paths()["stdlib"])
     return sorted((p for p in root.rglob("*.py") if not SKIP_DIRS & set(p.relative_to(root).parts[:-1])),
-                  key=lambda p: p.relative_to(root).as_posix())
+                  key=lambda p: hashlib.sha1(p.relative_to(root).as_posix().encode()).hexdigest())
 
 
 def build(out: str | Path, max_chars: int = 4_000_000, root: Path | None = None) -> dict:
@@ -33,7 +34,7 @@ def build(out: str | Path, max_chars: int = 4_000_000, root: Path | None = None)
         if not text.isascii() or not text.strip():  # a small, ASCII vocabulary: a few files use other scripts
             continue
         if size + len(text) > max_chars:
-            break
+            continue  # too big for what is left; a smaller file may fit
         parts.append(text.rstrip("\n") + SEPARATOR)
         used.append(path.relative_to(root).as_posix())
         size += len(parts[-1])

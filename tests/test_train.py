@@ -96,3 +96,14 @@ def test_classifier_trains_and_reports_confusion(tmp_path):
     m = train(cfg, progress=False)["metrics"]
     assert sum(map(sum, m["val_confusion"])) == m["val_examples"] == 872
     assert m["val_accuracy"] > 0.55
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_stops_the_run_and_decays_the_lr_to_its_floor(tmp_path, clock):
+    ckpt = train(_cfg(tmp_path, "--max_steps=1000000", "--time_budget_min=0.02", f"--time_budget_clock={clock}",
+                      "--log_interval=1"), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert 0 < ckpt["step"] < 1000000
+    assert log[-1]["budget_min"] >= 0.02 and log[-2]["budget_min"] < 0.02 + 0.01
+    lrs = [r["lr"] for r in log if "lr" in r]
+    assert lrs[-1] < 0.2 * max(lrs)  # cosine decay followed the clock down towards min_lr_ratio * lr

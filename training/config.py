@@ -44,8 +44,10 @@ class TrainConfig:
     batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step
     seq_len: int = 64  # char_lm: BPTT window T
     max_steps: int = 2000
-    time_budget_min: float = 0.0  # > 0: stop after this many wall-clock minutes, LR decay following the clock
+    time_budget_min: float = 0.0  # > 0: stop after this many minutes, LR decay following the clock
     #   (how "best loss within N minutes" is measured); runs are then not bit-reproducible. 0 = steps only.
+    time_budget_clock: str = "wall"  # "wall", or "cpu": a minute = `threads` CPU-minutes of this process,
+    #   the same work whether or not other processes share the cores
     eval_interval: int = 250
     eval_batch_size: int = 64
     log_interval: int = 10
@@ -138,6 +140,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("batch_size", "seq_len", "max_steps", "threads", "eval_interval", "eval_batch_size"):
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key} must be positive")
+    if cfg.time_budget_clock not in ("wall", "cpu"):
+        raise ValueError(f"time_budget_clock must be 'wall' or 'cpu', got {cfg.time_budget_clock!r}")
     if cfg.time_budget_min < 0:
         raise ValueError("time_budget_min must be >= 0")
     if not 0 < cfg.data.val_fraction < 1:

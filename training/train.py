@@ -40,27 +40,37 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
     task = make_task(cfg, ckpt)
     model = task.model
     opt = make_optimizer(cfg.optim, model)
-    step, prior_s, seen, metrics = 0, 0.0, 0, {}
+    step, prior_s, prior_cpu, seen, metrics = 0, 0.0, 0.0, 0, {}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         task.load_state_dict(ckpt["task"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, prior_s, seen, metrics = ckpt["step"], ckpt["elapsed_s"], ckpt["seen"], ckpt["metrics"]
+        prior_cpu = ckpt["cpu_s"]
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = (out_dir / "log.jsonl").open("a")
 
-    run_start = time.perf_counter()
+    run_start, cpu_start = time.perf_counter(), time.process_time()
 
     def elapsed() -> float:
         """Wall-clock training time, evaluation and sampling included, summed over resumed runs."""
         return prior_s + time.perf_counter() - run_start
 
+    def cpu_seconds() -> float:
+        """CPU seconds this process spent training (all threads), summed over resumed runs."""
+        return prior_cpu + time.process_time() - cpu_start
+
+    def budget_used() -> float:
+        """Minutes of the time budget spent. On the "cpu" clock a minute is `threads` CPU-minutes of this
+        process, so a budget means the same work on a machine shared with other processes."""
+        return elapsed() / 60 if cfg.time_budget_clock == "wall" else cpu_seconds() / 60 / cfg.threads
+
     def checkpoint() -> dict[str, Any]:
         c = {"config": asdict(cfg), "model_derived": task.derived, "tokenizer": task.tok.to_dict(),
              "model": model.state_dict(), "optimizer": opt.state_dict(), "task": task.state_dict(),
-             "torch_rng": torch.get_rng_state(), "step": step, "elapsed_s": elapsed(), "seen": seen,
+             "torch_rng": torch.get_rng_state(), "step": step, "elapsed_s": elapsed(), "cpu_s": cpu_seconds(), "seen": seen,
              "metrics": metrics, "data": task.data_info, "torch_version": str(torch.__version__)}
         save_checkpoint(out_dir / "last.pt", c)
         return c
@@ -73,7 +83,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
     def fraction_done() -> float:
         """Fraction of the run done: by steps, or by the clock when a time budget is set (whichever is further)."""
         done = step / cfg.max_steps
-        return max(done, elapsed() / (60 * cfg.time_budget_min)) if cfg.time_budget_min > 0 else done
+        return max(done, budget_used() / cfg.time_budget_min) if cfg.time_budget_min > 0 else done
 
     while fraction_done() < 1:
         lr = lr_at(step, fraction_done(), cfg.optim)
@@ -95,12 +105,12 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
             bar.set_postfix(loss=f"{loss:.3f}", gnorm=f"{norm:.2f}", lr=f"{lr:.2e}", cores=f"{cores:.1f}",
                             **{f"{task.unit}s/s": f"{rate:,.0f}"})
             log.write(json.dumps({"step": step, "loss": loss, "grad_norm": norm, "lr": lr, "rate": rate, "cores": cores,
-                                  "elapsed_s": elapsed()}) + "\n")
+                                  "elapsed_s": elapsed(), "budget_min": budget_used()}) + "\n")
         if step % cfg.eval_interval == 0 or last:
             metrics = task.evaluate()
             shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
             bar.write(f"step {step}: {shown} ({elapsed() / 60:.1f} min)")
-            log.write(json.dumps({"step": step, "elapsed_s": elapsed(), **metrics}) + "\n")
+            log.write(json.dumps({"step": step, "elapsed_s": elapsed(), "budget_min": budget_used(), **metrics}) + "\n")
             log.flush()
         if cfg.sample_interval and step % cfg.sample_interval == 0 and task.unit == "char":
             bar.write(f"----- sample at step {step}\n{task.sample(seed=step)}\n-----")

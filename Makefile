@@ -50,7 +50,7 @@ demo: $(VENV)
 	$(PY) -m training sample-onnx models/shakespeare-lstm/1 --prime "ROMEO:" -n 300
 
 # ---- bundled models: each recipe retrains and re-exports one artifact from ../shared/data
-models: model-shakespeare-lstm model-shakespeare-gru model-sst2-bilstm
+models: model-shakespeare-lstm model-shakespeare-gru model-sst2-bilstm model-python-lstm
 
 model-%: $(VENV)
 	$(PY) -m training train --config recipes/$*.json

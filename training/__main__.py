@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -74,7 +75,7 @@ def _cells(args: argparse.Namespace) -> None:
 
     presets = {"prose": features.PROSE, "code": features.CODE, "all": [f.name for f in features.FEATURES]}
     names = presets.get(args.features) or args.features.split(",")
-    out = args.out or f"runs/cells/{args.model.rstrip('/').split('/')[-2]}"
+    out = args.out or f"runs/cells/{Path(args.model).resolve().parent.name}"
     report = cells.search(args.model, out, args.corpus, args.chars, names, args.labels, args.max_sentences, args.show,
                           args.top)
     print(f"{report['cell']} units of {args.model} over {report['chars']} characters of {report['corpus']}\n")

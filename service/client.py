@@ -45,7 +45,9 @@ def _models(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
     else:
         infos = stub.ListModels(pb.ListModelsRequest(), timeout=a.timeout).models
     for info in infos:
-        print(json.dumps(MessageToDict(info, always_print_fields_with_no_presence=True)))
+        d = MessageToDict(info, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
+        d["sizes"] = {k: int(v) for k, v in d["sizes"].items()}  # JSON mapping writes int64 as strings
+        print(json.dumps(d))
 
 
 def _units(specs: list[str]) -> list[tuple[int, int]]:

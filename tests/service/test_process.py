@@ -1,4 +1,4 @@
-"""The real process: `python -m service` drains on SIGTERM; `python -m service.client` streams from it."""
+"""The real process: the server (without torch) drains on SIGTERM; `python -m service.client` streams from a server."""
 
 from __future__ import annotations
 
@@ -20,13 +20,18 @@ from tests.service.harness import pb, pb_grpc
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# `python -m service` with torch and training made unimportable: the service must never need them.
+SERVE_WITHOUT_TORCH = ("import runpy, sys; sys.modules['torch'] = sys.modules['training'] = None; "
+                       "runpy.run_module('service', run_name='__main__', alter_sys=True)")
+
+
 class Process:
-    """`python -m service` on free ports; its log lines are collected from stderr."""
+    """The server process on free ports; its log lines are collected from stderr."""
 
     def __init__(self, model_repo: Path, *flags: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--model-dir", str(model_repo), "--host", "localhost", "--port", "0",
-             "--metrics-port", "-1", "--intra-op-threads", "1", *flags],
+            [sys.executable, "-c", SERVE_WITHOUT_TORCH, "--model-dir", str(model_repo), "--host", "localhost",
+             "--port", "0", "--metrics-port", "-1", "--intra-op-threads", "1", *flags],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(x) for x in self.proc.stderr], daemon=True).start()

@@ -14,7 +14,7 @@ ENV_PREFIX = "RNNSERVE_"
 class Settings:
     host: str = "[::]"  # gRPC listen address
     port: int = 50051  # gRPC port; 0 picks a free one
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "0.0.0.0"  # HTTP /metrics listen address
     metrics_port: int = 9090  # HTTP /metrics; 0 picks a free one, -1 disables it
     model_dir: str = "models"  # repository: <model_dir>/<name>/<version>/{model.onnx, tokenizer.json, meta.json}
 
@@ -44,10 +44,10 @@ class Settings:
 
     # ONNX Runtime
     intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
-    inter_op_threads: int = 1
+    inter_op_threads: int = 1  # per model session (graphs here are sequential)
 
     grace_s: float = 30.0  # on SIGTERM, how long running requests may take to finish
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
 
     def __post_init__(self) -> None:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",

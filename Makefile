@@ -3,11 +3,11 @@ PY      := .venv/bin/python
 VENV    := .venv/.installed
 DATA    := ../shared/data
 
-.PHONY: all test lint run serve bench-serve demo proto models clean chromium cells
+.PHONY: all test lint run serve bench-serve demo proto models clean wheels images deploy-tools chromium cells
 
 all: test
 
-$(VENV): requirements/serve.txt requirements/train.txt requirements/dev.txt
+$(VENV): requirements/serve.txt requirements/train.txt requirements/dev.txt requirements/deploy.txt
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -r requirements/dev.txt
@@ -18,7 +18,7 @@ venv: $(VENV)
 lint: $(VENV)
 	.venv/bin/ruff check .
 
-test: $(VENV) proto chromium
+test: $(VENV) proto chromium deploy-tools
 	$(PY) -m pytest -q
 
 # Debian's headless Chromium: the tests render the cell pages in it and check the screenshot's pixels.
@@ -67,5 +67,40 @@ cells: $(VENV) $(CODE_CORPUS)
 	$(PY) -m training cells models/python-lstm/1 --features code
 	$(PY) -m training cells models/shakespeare-lstm/1 --features prose --labels $(DATA)/sst2/dev.tsv
 
+# ---- deployment (docs/deploy.md): wheelhouses for the images, the images, the compose stack
+WHEELS    := deploy/wheels
+BASE_IMAGE ?= python:3.11-slim
+PODMAN    := CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/deploy/podman-containers.conf} BUILDAH_FORMAT=docker podman
+
+# The images install from these with --no-index: made here, on a machine that reaches the package index.
+wheels: $(WHEELS)/serve/.stamp $(WHEELS)/train/.stamp
+
+$(WHEELS)/serve/.stamp: requirements/serve.txt | $(VENV)
+	rm -rf $(WHEELS)/serve
+	.venv/bin/pip download -q --only-binary=:all: -d $(WHEELS)/serve -r requirements/serve.txt \
+		"grpcio-tools==1.85.*" setuptools pip
+	touch $@
+
+$(WHEELS)/train/.stamp: requirements/serve.txt requirements/train.txt | $(VENV)
+	rm -rf $(WHEELS)/train
+	.venv/bin/pip download -q --only-binary=:all: -d $(WHEELS)/train -r requirements/train.txt pip
+	touch $@
+
+# Service and training images with podman (docker build takes the same arguments);
+# BASE_IMAGE=localhost/rnnserve-base:bookworm after deploy/local-images.sh where no registry is reachable.
+images: wheels
+	$(PODMAN) build -f deploy/rnnserve.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t localhost/rnnserve:latest .
+	$(PODMAN) build -f deploy/train.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t localhost/rnnserve-train:latest .
+
+# System tools of the deploy tests (tests/deploy/), from Debian's packages; skipped when all are there.
+DEPLOY_TOOLS := nginx prometheus promtool podman podman-compose docker-compose debootstrap runc
+deploy-tools:
+	@missing=$$(for t in $(DEPLOY_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing $$missing (not root: the deploy tests will skip)"; exit 0; fi; \
+	echo "installing $$missing"; \
+	apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 \
+		nginx prometheus podman podman-compose docker-compose runc debootstrap >/dev/null
+
 clean:
-	rm -rf .venv runs .pytest_cache .ruff_cache service/gen
+	rm -rf .venv runs .pytest_cache .ruff_cache service/gen $(WHEELS)

@@ -1,0 +1,105 @@
+"""deploy/nginx/nginx.conf with real nginx in front of two real rnnserve processes on loopback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from tests.deploy.conftest import DEPLOY, free_port, generate, health, http_get, metric, process, require, wait_until
+
+MODEL = "tiny-lstm"
+
+
+def loopback_config(tmp: Path, upstreams: list[str], grpc_port: int, status_port: int) -> Path:
+    """The deploy config with only its addresses and file locations changed; every change must apply exactly once."""
+    text = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    changes = [
+        (r"server rnnserve:50051 ([^;]*);", "\n        ".join(rf"server {u} \1;" for u in upstreams)),
+        (r"listen 8080 http2;", f"listen 127.0.0.1:{grpc_port} http2;"),
+        (r"listen 8081;", f"listen 127.0.0.1:{status_port};"),
+        (r"pid /tmp/nginx.pid;", f"pid {tmp}/nginx.pid;"),
+        (r"access_log /dev/stdout grpc;", f"access_log {tmp}/access.log grpc;"),
+    ]
+    for pattern, replacement in changes:
+        text, n = re.subn(pattern, replacement, text)
+        assert n == 1, f"deploy/nginx/nginx.conf no longer has exactly one `{pattern}`"
+    path = tmp / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def balancer(replicas, tmp_path):
+    """Two replicas behind nginx running the deploy config: (grpc target, status url, replicas, access log)."""
+    require("nginx")
+    pair = replicas(2)
+    grpc_port, status_port = free_port(), free_port()
+    conf = loopback_config(tmp_path, [r.target for r in pair], grpc_port, status_port)
+    test = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
+                          capture_output=True, text=True, timeout=30)
+    assert test.returncode == 0, test.stderr
+    assert "syntax is ok" in test.stderr and "test is successful" in test.stderr
+    with process(["nginx", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf), "-g", "daemon off;"],
+                 tmp_path / "nginx.out"):
+        target = f"127.0.0.1:{grpc_port}"
+        wait_until(lambda: health(target) == "SERVING", 30, f"nginx on {target}")
+        yield target, f"http://127.0.0.1:{status_port}", pair, tmp_path / "access.log"
+
+
+def chars(replica) -> float:
+    return metric(replica.metrics(), "rnnserve_generated_chars_total", model=MODEL)
+
+
+def test_one_connection_streams_are_balanced_per_request(balancer):
+    target, status, pair, access_log = balancer
+    assert http_get(f"{status}/healthz") == "ok\n"
+    before = [chars(r) for r in pair]
+    with grpc.insecure_channel(target) as channel:  # one HTTP/2 connection to nginx for all the streams
+        stub = pb_grpc.InferenceStub(channel)
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: generate(stub, MODEL, 400, flush_chars=4), range(8)))
+    assert [n for _, n in results] == [400] * 8 and all(len(text) == 400 for text, _ in results)
+    served = [chars(r) - b for r, b in zip(pair, before, strict=True)]
+    assert sum(served) == 8 * 400
+    # least_conn over 8 concurrent streams: each replica runs some; 2+ each leaves room for timing.
+    assert min(served) >= 2 * 400, served
+    upstreams = set(re.findall(r"/rnnserve.v1.Inference/Generate HTTP/2.0\" 200 grpc_status=0 upstream=(\S+)",
+                               access_log.read_text()))
+    assert upstreams == {r.target for r in pair}
+
+
+def test_health_is_answered_through_the_balancer(balancer):
+    target, *_ = balancer
+    assert health(target) == "SERVING"
+    assert health(target, f"rnnserve.v1.Inference/{MODEL}") == "SERVING"
+    with pytest.raises(grpc.RpcError) as err:
+        health(target, "rnnserve.v1.Inference/no-such-model")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_stopped_replica_is_skipped(balancer):
+    target, _, pair, _ = balancer
+    pair[1].stop()  # graceful: drains, then closes its port; nginx gets "connection refused" and tries the other
+    before = chars(pair[0])
+    t0 = time.monotonic()
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        results = [generate(stub, MODEL, 50, timeout=20) for _ in range(6)]
+    assert [n for _, n in results] == [50] * 6
+    assert chars(pair[0]) - before == 6 * 50
+    assert time.monotonic() - t0 < 15
+
+
+def test_long_streams_are_not_cut_by_the_balancer():
+    """Timeouts are the longest silence allowed, far above any gap between two chunks of a stream."""
+    text = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    for directive in ("grpc_read_timeout", "grpc_send_timeout", "client_body_timeout"):
+        assert re.search(rf"{directive} 1h;", text), directive
+    assert "least_conn;" in text and "http2" in text

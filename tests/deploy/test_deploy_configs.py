@@ -20,7 +20,10 @@ K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MODELS_DIR", "GRPC_PORT", "BIND_ADDR")}
+    """A tool run on the files as committed: no compose variables from the caller's environment."""
+    compose_vars = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    env = {k: v for k, v in os.environ.items() if k not in compose_vars}
+    env["CONTAINERS_CONF"] = str(DEPLOY / "podman-containers.conf")
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, **kwargs)
 
 
@@ -68,10 +71,17 @@ def test_compose_mounts_existing_config_files(compose):
 
 
 def test_podman_compose_reads_the_file_as_intended(tmp_path):
-    """podman-compose 1.0.3 has no `config`: its dry run shows the podman commands it would run."""
-    require("podman-compose")
-    r = run(["podman-compose", "--dry-run", "-p", "rnnserve-dry", "-f", str(COMPOSE), "up", "-d", "--no-build",
-             "rnnserve", "nginx", "prometheus", "grafana"])
+    """podman-compose 1.0.3 has no `config`: its dry run shows the podman commands it would run.
+
+    The dry run still creates the project's network and volumes (nothing else): they are removed after.
+    """
+    require("podman", "podman-compose")
+    try:
+        r = run(["podman-compose", "--dry-run", "-p", "rnnserve-dry", "-f", str(COMPOSE), "up", "-d", "--no-build",
+                 "rnnserve", "nginx", "prometheus", "grafana"])
+    finally:
+        run(["podman", "network", "rm", "-f", "rnnserve-dry_default"])
+        run(["podman", "volume", "rm", "-f", "rnnserve-dry_prometheus-data", "rnnserve-dry_grafana-data"])
     assert r.returncode == 0, r.stdout + r.stderr
     runs = [line for line in r.stdout.splitlines() if line.startswith("podman run")]
     replicas = [line for line in runs if "--name=rnnserve-dry_rnnserve_" in line]

@@ -273,6 +273,8 @@ def report(r: dict, a: argparse.Namespace) -> None:
          None),
         ("64 streams / in-process batch-64 loop", r["many_vs_inproc"], ">=", 0.75),
         ("p99 inter-char at 64 / in-process batch-64 step", r["p99_vs_step"], "<=", 2.0),
+        ("  noise floor: in-process batch-64 step, p99 / median", r["inproc_b64_step_p99_ms"] / r["inproc_b64_step_ms"],
+         "(report)", None),
     ]
     if "classify_batched" in r:
         rows.append(("classify 64 clients: batched / unbatched",

@@ -217,3 +217,22 @@ def test_a_restarted_replica_serves_again(stack, timings):
               "ROMEO:"]
     wait_until(lambda: podman(stack, *client, check=False).returncode == 0, 120, f"{name} to serve again", 0.05)
     timings["replica_start_to_first_served_request"] = round(time.monotonic() - t0, 2)
+
+
+def test_models_baked_in_by_build_argument(env, images):
+    """--build-arg MODELS=models copies the repository's bundled models into the image: it serves them unmounted."""
+    bundled = sorted(p.parent.parent.name for p in (ROOT / "models").glob("*/*/model.onnx"))
+    if not bundled:
+        pytest.skip("no bundled models under models/ to bake in")
+    image = f"localhost/rnnserve:{env['TAG']}-baked"
+    podman(env, "build", "-q", "-f", "deploy/rnnserve.Dockerfile", "--build-arg", f"BASE_IMAGE={env['BASE_IMAGE']}",
+           "--build-arg", "MODELS=models", "-t", image, ".", timeout=600)
+    try:
+        r = podman(env, "run", "--rm", "--entrypoint", "sh", image, "-c",
+                   "python -m service --port 50099 --metrics-port -1 & "
+                   "for i in $(seq 100); do python /app/grpc_health_probe.py --addr 127.0.0.1:50099 >/dev/null && break; "
+                   "sleep 0.3; done; python -m service.client --target 127.0.0.1:50099 models", timeout=120)
+        served = sorted(json.loads(line)["name"] for line in r.stdout.splitlines() if line.startswith("{"))
+        assert served == sorted(set(bundled)), r.stdout + r.stderr
+    finally:
+        podman(env, "rmi", image, check=False)

@@ -1,29 +1,29 @@
 # The rnnserve service image: ONNX Runtime + the gRPC stack, no torch; runs as a non-root user.
-#   make wheels && podman build -f deploy/rnnserve.Dockerfile -t rnnserve .      (or: docker build ...)
-# Packages come from deploy/wheels/serve (made on the host by `make wheels`): the build needs no index.
+#   make wheels && podman build --format docker -f deploy/rnnserve.Dockerfile -t rnnserve .   (or: docker build)
+# Packages come from deploy/wheels/serve (made on the host by `make wheels`), bind-mounted into the one
+# RUN that installs them: the build needs no index, and the wheels never become a layer.
 # Models: mount a repository read-only at /models (the default), or bake one in with --build-arg MODELS=models.
 ARG BASE_IMAGE=python:3.11-slim
-
-FROM ${BASE_IMAGE} AS build
-COPY deploy/wheels/serve /wheels
-COPY requirements/serve.txt /tmp/serve.txt
-# pip runs from its wheel, so a base without pip (Debian's python3) works as well as python:3.11-slim.
-RUN pip="/opt/rnnserve/bin/python $(echo /wheels/pip-*.whl)/pip install -q --no-index --find-links /wheels" \
- && python3 -m venv --without-pip /opt/rnnserve \
- && $pip -r /tmp/serve.txt \
- && $pip --no-deps --target /opt/protoc grpcio-tools setuptools
-COPY protos /src/protos
-COPY service /src/service
-# The generated gRPC code is made here, as `make proto` does; grpcio-tools stays in this stage.
-RUN cd /src && PYTHONPATH=/opt/protoc /opt/rnnserve/bin/python -m protos.build
-
 FROM ${BASE_IMAGE}
+
 RUN groupadd --gid 10001 rnnserve \
  && useradd --uid 10001 --gid rnnserve --home-dir /app --no-create-home --shell /usr/sbin/nologin rnnserve
-COPY --from=build /opt/rnnserve /opt/rnnserve
-COPY --from=build /src/service /app/service
+# pip runs from its wheel, so a base without pip (Debian's python3) works as well as python:3.11-slim.
+RUN --mount=type=bind,source=deploy/wheels/serve,target=/wheels \
+    --mount=type=bind,source=requirements,target=/tmp/requirements \
+    pip="/opt/rnnserve/bin/python $(echo /wheels/pip-*.whl)/pip install -q --no-index --find-links /wheels --no-cache-dir" \
+ && python3 -m venv --without-pip /opt/rnnserve \
+ && $pip -r /tmp/requirements/serve.txt
+COPY service /app/service
+# The generated gRPC code is made here, as `make proto` does; grpcio-tools is gone after this step.
+RUN --mount=type=bind,source=deploy/wheels/serve,target=/wheels \
+    --mount=type=bind,source=protos,target=/app/protos \
+    /opt/rnnserve/bin/python $(echo /wheels/pip-*.whl)/pip install -q --no-index --find-links /wheels --no-cache-dir \
+      --no-deps --target /tmp/protoc grpcio-tools setuptools \
+ && cd /app && PYTHONPATH=/tmp/protoc /opt/rnnserve/bin/python -m protos.build \
+ && rm -rf /tmp/protoc \
+ && /opt/rnnserve/bin/python -m compileall -q /app/service
 COPY deploy/grpc_health_probe.py /app/grpc_health_probe.py
-RUN /opt/rnnserve/bin/python -m compileall -q /app
 ARG MODELS=deploy/no-models
 COPY ${MODELS}/ /models/
 ENV PATH=/opt/rnnserve/bin:$PATH \

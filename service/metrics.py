@@ -90,8 +90,8 @@ DECODE_BATCH = WeightedHistogram("rnnserve_decode_batch_size", "Streams advanced
                                  BATCH)
 PREFILL_BATCH = Histogram("rnnserve_prefill_batch_size", "Prompts read by one prefill call.", ["model", "version"],
                           buckets=BATCH)
-CLASSIFY_BATCH = Histogram("rnnserve_classify_batch_size", "Texts classified by one model call.", ["model", "version"],
-                           buckets=BATCH)
+CLASSIFY_BATCH = Histogram("rnnserve_classify_batch_size", "Texts per dynamic batch (run in groups of similar length).",
+                           ["model", "version"], buckets=BATCH)
 ACTIVE_STREAMS = Gauge("rnnserve_active_streams", "Generate streams holding a slot (being read or decoded).",
                        ["model", "version"])
 QUEUED = Gauge("rnnserve_queued_requests", "Requests waiting: streams for a slot, texts for a batch.",

@@ -69,6 +69,9 @@ class LMRunner:
                 raise ValueError(f"state {s.output} has shape {x.shape}, expected ({s.n_layer}, 2, {s.hidden_size})")
 
 
+GROUP_SPREAD = 1.25  # a group's longest row is at most this times its shortest (+2 tokens)
+
+
 class ClassifierRunner:
     """Texts -> padded tokens (B, T) + lengths (B,) -> probabilities (B, C)."""
 
@@ -80,7 +83,28 @@ class ClassifierRunner:
         _check_io(sess, {artifact.TOKENS: "tensor(int64)", artifact.LENGTHS: "tensor(int64)"}, [artifact.LOGITS])
 
     def run(self, rows: list[np.ndarray]) -> np.ndarray:
-        """Pad the rows to the longest (padding never changes a row's result) and return softmax probabilities."""
+        """Softmax probabilities (B, C) of token rows, in order.
+
+        The rows are sorted by length and run in groups of similar length, each padded to its
+        longest row (padding never changes a row's result). A recurrent classifier is compute
+        bound from batch 1: a pad token costs as much as a real one, so one batch padded to its
+        longest text ran ~2x slower per text than the texts one by one on SST-2 sentences.
+        """
+        if len(rows) == 1:
+            return self._run_padded(rows)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        probs = np.empty((len(rows), self.n_class))
+        start = 0
+        while start < len(order):
+            end, limit = start + 1, GROUP_SPREAD * len(rows[order[start]]) + 2
+            while end < len(order) and len(rows[order[end]]) <= limit:
+                end += 1
+            group = order[start:end]
+            probs[group] = self._run_padded([rows[i] for i in group])
+            start = end
+        return probs
+
+    def _run_padded(self, rows: list[np.ndarray]) -> np.ndarray:
         lengths = np.array([len(r) for r in rows], np.int64)
         tokens = np.full((len(rows), int(lengths.max())), self.pad_id, np.int64)
         for i, r in enumerate(rows):

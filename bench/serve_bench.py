@@ -145,7 +145,7 @@ def plot(pos: np.ndarray, lat: np.ndarray, naive_pos: list[int], naive_lat: list
     ax.set(xlabel="position in the generated text (characters)", ylabel="latency per character (us)",
            ylim=(0, float(np.percentile(lat * 1e6, 99.5)) * 1.5), title=f"rnnserve: {int(pos[-1]):,} characters, one stream")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     near = pos <= max(naive_pos)
     zoom.plot(pos[near], lat[near] * 1e6, ".-", ms=3, color="tab:blue", label="rnnserve (carried state)")
     zoom.plot(naive_pos, np.array(naive_lat) * 1e6, "o-", color="tab:red", label="naive: re-run the whole text")

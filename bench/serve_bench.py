@@ -176,6 +176,7 @@ def measure_streams(srv: ServerProcess, lm: Model, r: dict, n_single: int, n_man
         base = inprocess_loop(lm, 1, 2000 if q else 4000)
         run = asyncio.run(streams(srv.port, name, 1, n_single))[0]
         ones.append((base, run["chars"] / run["seconds"], run["ttfc"]))
+        print(f"  pair: in-process batch-1 {base['chars_per_s']:.0f} chars/s, server {ones[-1][1]:.0f}", flush=True)
     r["inproc_b1_chars_per_s"] = statistics.median(b["chars_per_s"] for b, _, _ in ones)
     r["inproc_b1_ort_us"] = statistics.median(b["ort_s"] for b, _, _ in ones) * 1e6
     r["single_chars_per_s"] = statistics.median(x for _, x, _ in ones)
@@ -192,6 +193,8 @@ def measure_streams(srv: ServerProcess, lm: Model, r: dict, n_single: int, n_man
         h1 = srv.histogram("rnnserve_inter_char_seconds", model=name)
         agg = sum(x["chars"] for x in run) / (max(x["t0"] + x["seconds"] for x in run) - min(x["t0"] for x in run))
         many.append((base, agg, quantile(h0, h1, 0.5), quantile(h0, h1, 0.99)))
+        print(f"  pair: in-process batch-64 {base['chars_per_s']:.0f} chars/s, step {base['step_median_s'] * 1e3:.2f} ms; "
+              f"server {agg:.0f}, inter-char p99 {many[-1][3] * 1e3:.2f} ms", flush=True)
         ttfc += [x["ttfc"] for x in run]
     r["inproc_b64_chars_per_s"] = statistics.median(b["chars_per_s"] for b, *_ in many)
     r["inproc_b64_step_ms"] = statistics.median(b["step_median_s"] for b, *_ in many) * 1e3

@@ -118,20 +118,25 @@ async def classify_load(port: int, model: str, texts: list[str], clients: int, s
             "p99_s": float(np.percentile(latencies, 99))}
 
 
-def position_profile(run: dict, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-character latency in consecutive windows of `width` characters: time the window took / width.
+def position_profile(run: dict, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-character latency in consecutive windows of `width` characters: (window ends, mean, median).
 
-    Whole windows of the arrival clock rather than single messages: a client that is briefly
-    descheduled reads several buffered messages at once, which says nothing about the server.
+    mean: the time the window took / width. median: the median over the window's messages of
+    (time since the previous message / its characters), which ignores a stall of the client or
+    of the machine (one long gap, then buffered messages read at once) unless it dominates.
     """
     chars = np.cumsum([k for _, k in run["arrivals"]])
     times = np.array([t for t, _ in run["arrivals"]])
+    per_message = np.diff(times) / np.maximum(np.diff(chars), 1)
     edges = np.arange(chars[0], chars[-1] + 1, width)
-    return edges[1:], np.diff(np.interp(edges, chars, times)) / width
+    mean = np.diff(np.interp(edges, chars, times)) / width
+    window = np.searchsorted(edges, chars[1:], side="left") - 1
+    median = np.array([np.median(per_message[window == i]) if np.any(window == i) else np.nan for i in range(len(mean))])
+    return edges[1:], mean, median
 
 
-def plot(n: int, pos: np.ndarray, lat: np.ndarray, near_pos: np.ndarray, near_lat: np.ndarray, naive_pos: list[int],
-         naive_lat: list[float], path: Path) -> None:
+def plot(n: int, pos: np.ndarray, mean: np.ndarray, median: np.ndarray, near_pos: np.ndarray, near_lat: np.ndarray,
+         naive_pos: list[int], naive_lat: list[float], path: Path) -> None:
     """Left: the whole stream, linear axes. Right: its start beside the naive prototype, log latency."""
     import matplotlib
 
@@ -139,12 +144,14 @@ def plot(n: int, pos: np.ndarray, lat: np.ndarray, near_pos: np.ndarray, near_la
     import matplotlib.pyplot as plt
 
     fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    ax.plot(pos, lat * 1e6, color="tab:blue", lw=1, label=f"per character, windows of {pos[1] - pos[0]:,}")
+    w = f"{pos[1] - pos[0]:,}"
+    ax.plot(pos, mean * 1e6, color="tab:blue", lw=0.8, alpha=0.45, label=f"mean over windows of {w} (other load included)")
+    ax.plot(pos, median * 1e6, color="navy", lw=1.5, label=f"median message over windows of {w}")
     ax.set(xlabel="position in the generated text (characters)", ylabel="latency per character (us)",
-           ylim=(0, float(lat.max()) * 1.3e6), title=f"rnnserve: {n:,} characters, one stream over gRPC")
+           ylim=(0, float(np.nanmax(mean)) * 1.3e6), title=f"rnnserve: {n:,} characters, one stream over gRPC")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    zoom.plot(near_pos, near_lat * 1e6, ".-", ms=3, color="tab:blue", label="rnnserve (carried state)")
+    ax.legend(loc="upper left", fontsize=8)
+    zoom.plot(near_pos, near_lat * 1e6, ".-", ms=3, color="navy", label="rnnserve (carried state)")
     zoom.plot(naive_pos, np.array(naive_lat) * 1e6, "o-", color="tab:red", label="naive: re-run the whole text")
     zoom.set(xlabel="position (characters)", yscale="log", ylabel="latency per character (us)",
              title="the first characters, beside a naive prototype")
@@ -210,17 +217,19 @@ def measure_streams(srv: ServerProcess, lm: Model, r: dict, n_single: int, n_man
 def measure_positions(srv: ServerProcess, lm: Model, r: dict, n_long: int, plot_path: Path, q: bool) -> None:
     """One stream of n_long characters: per-character latency against position, plotted beside the naive prototype."""
     long = asyncio.run(streams(srv.port, lm.name, 1, n_long, flush_chars=100, flush_ms=10_000))[0]
-    pos, lat = position_profile(long, 1000)
-    tenth = max(1, len(lat) // 10)
-    r["position_first_tenth_us"] = float(np.median(lat[:tenth]) * 1e6)
-    r["position_last_tenth_us"] = float(np.median(lat[-tenth:]) * 1e6)
-    r["position_slope_us_per_10k"] = float(np.polyfit(pos, lat, 1)[0] * 1e6 * 1e4)
+    pos, mean, median = position_profile(long, 1000)
+    tenth = max(1, len(median) // 10)
+    r["position_first_tenth_us"] = float(np.nanmedian(median[:tenth]) * 1e6)
+    r["position_last_tenth_us"] = float(np.nanmedian(median[-tenth:]) * 1e6)
+    ok = np.isfinite(median)
+    r["position_slope_us_per_10k"] = float(np.polyfit(pos[ok], median[ok], 1)[0] * 1e6 * 1e4)
     print(f"{n_long} chars in one stream: {r['position_first_tenth_us']:.0f} us/char in the first tenth, "
           f"{r['position_last_tenth_us']:.0f} in the last", flush=True)
     naive_pos = [10, 100, 250, 500, 1000] if q else [10, 100, 250, 500, 1000, 2000, 4000]
-    near_pos, near_lat = position_profile(long, 200)
+    near_pos, _, near_lat = position_profile(long, 200)
     near = near_pos <= max(naive_pos)
-    plot(n_long, pos, lat, near_pos[near], near_lat[near], naive_pos, naive_cost_at(lm, naive_pos, r["threads"]), plot_path)
+    plot(n_long, pos, mean, median, near_pos[near], near_lat[near], naive_pos, naive_cost_at(lm, naive_pos, r["threads"]),
+         plot_path)
 
 
 def measure_classify(model_dir: str, flags: list[str], clf: Model, r: dict, q: bool) -> None:

@@ -228,8 +228,9 @@ def measure_positions(srv: ServerProcess, lm: Model, r: dict, n_long: int, plot_
     naive_pos = [10, 100, 250, 500, 1000] if q else [10, 100, 250, 500, 1000, 2000, 4000]
     near_pos, _, near_lat = position_profile(long, 200)
     near = near_pos <= max(naive_pos)
-    plot(n_long, pos, mean, median, near_pos[near], near_lat[near], naive_pos, naive_cost_at(lm, naive_pos, r["threads"]),
-         plot_path)
+    naive_lat = naive_cost_at(lm, naive_pos, r["threads"])
+    r["naive_cost_at_position_us"] = {str(n): round(t * 1e6) for n, t in zip(naive_pos, naive_lat, strict=True)}
+    plot(n_long, pos, mean, median, near_pos[near], near_lat[near], naive_pos, naive_lat, plot_path)
 
 
 def measure_classify(model_dir: str, flags: list[str], clf: Model, r: dict, q: bool) -> None:

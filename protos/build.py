@@ -29,6 +29,7 @@ def build() -> None:
     from grpc_tools import protoc  # dev dependency: generation happens at build time, never when serving
 
     protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    ours = "(?:" + "|".join(sorted({p.split("/")[0] for p in protos})) + ")"  # our packages, not google.protobuf
     OUT.mkdir(parents=True, exist_ok=True)
     include = Path(protoc.__file__).parent / "_proto"
     args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={OUT}", f"--pyi_out={OUT}",
@@ -37,7 +38,7 @@ def build() -> None:
         sys.exit("protoc failed")
     for path in OUT.rglob("*_pb2*.py"):
         text = path.read_text()
-        fixed = re.sub(r"^from (rnnserve(?:\.\w+)*) import", rf"from {PACKAGE}.\1 import", text, flags=re.M)
+        fixed = re.sub(rf"^from ({ours}(?:\.\w+)*) import", rf"from {PACKAGE}.\1 import", text, flags=re.M)
         path.write_text(fixed)
     for d in [OUT, *(p for p in OUT.rglob("*") if p.is_dir() and p.name != "__pycache__")]:
         (d / "__init__.py").touch()

@@ -51,6 +51,14 @@ def _ended_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
 
 
+def describe(err: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and client-facing message of an exception; an unexpected one is logged, never shown."""
+    if isinstance(err, ServiceError):
+        return err.code, str(err)
+    log.error("%s failed", method, exc_info=err)
+    return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
+
+
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a servicer method (coroutine or async generator): map exceptions to status codes, count requests.
 
@@ -60,11 +68,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     name = method.__name__
 
     async def fail(context: grpc.aio.ServicerContext, err: Exception, t0: float) -> None:
-        if isinstance(err, ServiceError):
-            code, message = err.code, str(err)
-        else:
-            log.exception("%s failed", name)
-            code, message = grpc.StatusCode.INTERNAL, f"internal error in {name}; see the server log"
+        code, message = describe(err, name)
         metrics.observe_request(name, code.name, time.perf_counter() - t0)
         await context.abort(code, message)
 

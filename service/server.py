@@ -13,16 +13,20 @@ from grpc_reflection.v1alpha import reflection
 
 from service import metrics
 from service.batcher import Batcher
+from service.gen.inference import grpc_service_pb2 as v2
+from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from service.repository import Model, Repository
 from service.scheduler import Scheduler
 from service.servicer import InferenceServicer
 from service.settings import Settings
+from service.v2_servicer import GRPCInferenceServicer
 
 log = logging.getLogger("rnnserve")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+V2_SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # Open Inference Protocol
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -50,8 +54,10 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self.grpc)
+        v2_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(self.servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.enable_server_reflection((SERVICE_NAME, V2_SERVICE_NAME,
+                                             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME), self.grpc)
         self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -183,3 +184,21 @@ def test_cancelled_stream_frees_its_slot(server, stub):
         assert server.server.open_streams() == 1
         call.cancel()
         assert server.wait_for(lambda: server.server.open_streams() == 0)
+
+
+def test_draining_server_is_not_ready_and_refuses_new_work(serve):
+    r = serve(grace_s=30.0)
+    stub = v2_grpc.GRPCInferenceServiceStub(r.channel)
+    with patched_run(r, "tiny-lstm", slowed(0.002)):
+        call = stub.ModelStreamInfer(iter([_request("tiny-lstm", "prompt", ["To be"], max_tokens=5000, flush_chars=1)]))
+        assert next(call).infer_response.raw_output_contents
+        drained = asyncio.run_coroutine_threadsafe(r.server.shutdown(), r.loop)
+        assert r.wait_for(lambda: r.server.servicer.draining)
+        assert stub.ServerLive(v2.ServerLiveRequest(), timeout=10).live
+        assert not stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
+        assert not stub.ModelReady(v2.ModelReadyRequest(name="tiny-lstm"), timeout=10).ready
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(_request("tiny-sentiment", "text", ["fine"]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        call.cancel()
+        drained.result(30)

@@ -42,7 +42,7 @@ if missing "$BASE"; then
 fi
 if missing "$NGINX" "$PROMETHEUS"; then  # one tree for both: half the time of two
   mkdir -p "$WORK/cache-infra"
-  rootfs "$WORK/infra" nginx-core,prometheus & pids+=($!)
+  rootfs "$WORK/infra" nginx,prometheus & pids+=($!)
 fi
 for pid in "${pids[@]}"; do wait "$pid"; done
 

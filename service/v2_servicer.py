@@ -124,7 +124,8 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             except Exception as err:
                 status, message = describe(err, "ModelStreamInfer")
                 code = status.name
-                await out.put(v2.ModelStreamInferResponse(error_message=message))
+                await out.put(v2.ModelStreamInferResponse(  # the id (and model) say which request failed
+                    error_message=message, infer_response=v2.ModelInferResponse(model_name=request.model_name, id=request.id)))
             metrics.observe_request("ModelStreamInfer.request", code, time.perf_counter() - t0)
             await out.put(_DONE)
 

@@ -177,6 +177,15 @@ def test_stream_serves_a_classifier_with_one_final_response(stub):
     assert list(reply.infer_response.outputs[1].shape) == [2, 2]
 
 
+def test_stream_error_names_the_failed_request(stub):
+    good, bad = _request("tiny-sentiment", "text", ["fine"]), _request("tiny-sentiment", "text", ["fine"])
+    bad.id, bad.model_version = "bad", "7"
+    replies = list(stub.ModelStreamInfer(iter([bad, good]), timeout=30))
+    (err,) = [r for r in replies if r.error_message]
+    assert err.infer_response.id == "bad" and "no version 7" in err.error_message
+    assert len(replies) == 2
+
+
 def test_cancelled_stream_frees_its_slot(server, stub):
     with patched_run(server, "tiny-lstm", slowed(0.002)):
         call = stub.ModelStreamInfer(iter([_request("tiny-lstm", "prompt", ["To be"], max_tokens=5000, flush_chars=1)]))

@@ -45,9 +45,9 @@ run: proto
 bench-serve: proto
 	$(PY) -m bench.serve_bench --model-dir models --model shakespeare-lstm $(if $(QUICK),--quick)
 
-# Sample from the bundled LSTM through ONNX Runtime.
-demo: $(VENV)
-	$(PY) -m training sample-onnx models/shakespeare-lstm/1 --prime "ROMEO:" -n 300
+# The main job: serve the bundled models and stream a generation from a client, then stop.
+demo: proto
+	scripts/demo.sh
 
 # ---- bundled models: each recipe retrains and re-exports one artifact from ../shared/data
 models: model-shakespeare-lstm model-shakespeare-gru model-sst2-bilstm model-python-lstm

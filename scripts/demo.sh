@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job: serve the bundled models, stream a generation, classify two sentences, stop cleanly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+PORT=${RNNSERVE_DEMO_PORT:-50051}
+TARGET="localhost:$PORT"
+
+"$PY" -m service --model-dir models --port "$PORT" --metrics-port 0 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+
+for _ in $(seq 150); do  # up to 30 s for the models to load
+  "$PY" -m service.client --target "$TARGET" --timeout 1 models >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { echo "the server exited during start-up" >&2; exit 1; }
+  sleep 0.2
+done
+
+echo "== models"
+"$PY" -m service.client --target "$TARGET" models | cut -c1-160
+echo
+echo "== generate --model shakespeare-lstm \"ROMEO:\" (streamed as it is produced)"
+"$PY" -m service.client --target "$TARGET" generate --model shakespeare-lstm "ROMEO:" -n 400 --temperature 0.8 --seed 1 --flush-chars 4
+echo
+echo "== classify --model sst2-bilstm"
+"$PY" -m service.client --target "$TARGET" classify --model sst2-bilstm \
+  "a gripping, beautifully acted film" "a dull, lifeless mess that never finds its footing"

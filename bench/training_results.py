@@ -1,6 +1,6 @@
 """Summarise training runs (runs/<name>/log.jsonl + last.pt) as the README's results table.
 
-Usage: python bench/training_results.py [runs/shakespeare-lstm ...]   (default: every run under runs/)
+Usage: python -m bench.training_results [runs/shakespeare-lstm ...]   (default: every run under runs/)
 Each row: the final validation figure, the budget used (minutes of the run's clock: wall, or CPU
 seconds / threads for "cpu" budgets), wall-clock minutes, characters or examples seen, median
 throughput, and CPU cores in use (process CPU seconds per wall second, logged by the loop).

@@ -24,12 +24,12 @@ class Series:
 
 
 def value_range(quantity: str, values: list[float]) -> tuple[float, float]:
-    """Gates live in (0, 1): their colours span that. A state spans +-its own largest magnitude, so a unit
-    that stays within +-0.3 is still visible (the page prints the range beside the colour bar)."""
-    if quantity.endswith("_gate"):
+    """Gates live in (0, 1): their colours span that. A state spans its own minimum .. maximum over the text,
+    so a unit that switches between -5 and +1 shows both sides (the page prints the range beside the colour bar)."""
+    if quantity.endswith("_gate") or not values:
         return 0.0, 1.0
-    m = max((abs(v) for v in values), default=1.0) or 1.0
-    return -m, m
+    lo, hi = min(values), max(values)
+    return (lo, hi) if hi > lo else (lo - 1.0, hi + 1.0)
 
 
 def colour(v: float, lo: float, hi: float) -> str:

@@ -88,7 +88,8 @@ def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
     nxt = [[(c.char, c.probability) for c in s.next] for s in steps] if a.top_k else None
     title = f"{a.model} v{header.version}: {header.cell} activations over {header.n_chars} characters"
     with open(a.out, "w", encoding="utf-8") as f:
-        f.write(render(title, [s.char for s in steps], series, nxt, note="Blue: low, red: high. From a Trace call."))
+        note = "Blue: low, red: high (white: the middle of the range). From a Trace call."
+        f.write(render(title, [s.char for s in steps], series, nxt, note=note))
     print(f"wrote {a.out}: {len(series)} series over {len(steps)} characters", file=sys.stderr)
 
 

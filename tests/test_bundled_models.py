@@ -1,6 +1,7 @@
 """The models committed under models/ load and run in ONNX Runtime without torch, and say what they are."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from tests.conftest import ROOT
 
 MODELS = ROOT / "models"
 ARTIFACTS = sorted(p.parent for p in MODELS.glob(f"*/*/{META_FILE}"))
+CODE_CORPORA = {"python-stdlib.txt"}  # char LMs of code are primed with code and must continue with code
 
 RUN_WITHOUT_TORCH = """
 import json, sys
@@ -18,12 +20,12 @@ sys.modules["torch"] = None  # any torch import now fails
 import numpy as np, onnxruntime as ort
 from service.artifact import Meta
 from service.tokenizer import Tokenizer
-d = sys.argv[1]
+d, prompt = sys.argv[1], sys.argv[2]
 meta, tok = Meta.load(d + "/meta.json"), Tokenizer.load(d + "/tokenizer.json")
 sess = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
 if meta.kind == "char_lm":
     state = {s.input: np.zeros((s.n_layer, 1, s.hidden_size), np.float32) for s in meta.state}
-    ids, out = tok.encode("ROMEO:\\n")[None, :], []
+    ids, out = tok.encode(prompt)[None, :], []
     for _ in range(80):  # greedy
         logits, *new = sess.run(None, {"tokens": ids, **state})
         state = {s.input: x for s, x in zip(meta.state, new)}
@@ -54,11 +56,18 @@ def test_bundled_models_exist_and_fit_the_size_budget():
 def test_bundled_model_runs_without_torch(path):
     meta = Meta.load(path / META_FILE)
     assert meta.data["train"]["sha256"] and meta.training["config"]["name"] == path.parent.name
-    r = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, str(path)], cwd=ROOT, capture_output=True, text=True)
+    code = meta.data["train"]["name"] in CODE_CORPORA
+    prompt = "import os\n\n\ndef " if code else "ROMEO:\n"
+    r = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, str(path), prompt], cwd=ROOT, capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     if meta.kind == "char_lm":
         assert meta.evaluation["val_loss"] < 1.7  # a trained model, not noise (uniform would be 4.2)
+        if code:
+            names = re.findall(r"[A-Za-z_]\w*", out["text"])
+            assert len(names) >= 8 and re.match(r"\w+\(.*\):\n", out["text"]), out  # def NAME(ARGS):
+            return
         words = out["text"].split()
         assert len(words) >= 8 and sum(w.strip(".,:;!?'").isalpha() for w in words) >= len(words) // 2, out
     else:

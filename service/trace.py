@@ -25,6 +25,7 @@ QUANTITIES = {
 }
 GATES = {"lstm": ("input_gate", "forget_gate", "output_gate"), "gru": ("update_gate", "reset_gate"), "rnn": ()}
 _OPS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
+_ACTIVATIONS = {"LSTM": [b"Sigmoid", b"Tanh", b"Tanh"], "GRU": [b"Sigmoid", b"Tanh"], "RNN": [b"Tanh"]}  # the op defaults
 VERIFY_TOL = 1e-4  # numpy trace vs the served graph's final state, max abs difference
 
 
@@ -67,7 +68,8 @@ def read_graph(path: Path) -> tuple[str, np.ndarray, list[Layer]]:
     for n in cells:
         a = _attrs(n)
         direction = a.get("direction", b"forward")
-        if (direction not in (b"forward", "forward") or a.get("clip") or a.get("activations") or a.get("layout", 0)
+        acts = [x if isinstance(x, bytes) else x.encode() for x in a.get("activations", _ACTIVATIONS[n.op_type])]
+        if (direction not in (b"forward", "forward") or a.get("clip") or acts != _ACTIVATIONS[n.op_type] or a.get("layout", 0)
                 or a.get("input_forget", 0) or (len(n.input) > 4 and n.input[4])
                 or (len(n.input) > 7 and n.input[7]) or any(x not in weights for x in n.input[1:3])):
             raise FailedPrecondition(f"{n.op_type} node {n.name!r} uses options the tracer does not model")

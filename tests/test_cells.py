@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.trace import Tracer
-from tests.conftest import SHAKESPEARE
+from tests.conftest import SHAKESPEARE, _train_and_export
 from tests.torch_reference import torch_activations
 from training import cells, features, pycorpus
 from training.checkpoint import load_checkpoint, model_of
@@ -23,10 +23,22 @@ def _ckpt(model_repo, name):
     return model_repo.parent / "runs" / name / "last.pt"
 
 
-@pytest.mark.parametrize("name", ["tiny-lstm", "tiny-gru"])
-def test_numpy_trace_of_the_artifact_equals_torch(model_repo, name):
-    model, tok = model_of(load_checkpoint(_ckpt(model_repo, name)))
-    tracer = Tracer.load(model_repo / name / "1" / "model.onnx")
+@pytest.fixture(scope="module")
+def rnn_repo(tmp_path_factory):
+    """A tiny vanilla tanh RNN beside the session's LSTM and GRU (same layout: <tmp>/models and <tmp>/runs)."""
+    tmp = tmp_path_factory.mktemp("rnn")
+    _train_and_export(tmp, "tiny-rnn", {"task": "char_lm", "data.path": SHAKESPEARE, "model.cell": "rnn",
+                                        "model.n_layer": 2, "model.n_embd": 16, "model.hidden_size": 32, "batch_size": 8,
+                                        "seq_len": 32, "max_steps": 10, "eval_interval": 10, "sample_interval": 0,
+                                        "checkpoint_interval": 10})
+    return tmp / "models"
+
+
+@pytest.mark.parametrize("name", ["tiny-lstm", "tiny-gru", "tiny-rnn"])
+def test_numpy_trace_of_the_artifact_equals_torch(model_repo, rnn_repo, name):
+    repo = rnn_repo if name == "tiny-rnn" else model_repo
+    model, tok = model_of(load_checkpoint(_ckpt(repo, name)))
+    tracer = Tracer.load(repo / name / "1" / "model.onnx")
     ids = np.stack([tok.encode(TEXT), tok.encode(TEXT[::-1])])  # (2, T): a batch, two different texts
     want, got = torch_activations(model, ids), tracer.run(ids)
     assert set(got) == set(want) - {"candidate"}
@@ -111,3 +123,16 @@ def test_code_corpus_is_built_from_library_source(tmp_path):
     assert sorted(text.split("\n\n")) == ["", "# b\nX = (1, 2)", "def f(x):\n    return 'x'"]
     paths = json.loads((tmp_path / "out.txt.json").read_text())["paths"]
     assert manifest["files"] == 2 and sorted(paths) == ["a.py", "pkg/b.py"]
+
+
+def test_tracer_refuses_a_cell_it_does_not_model(model_repo, tmp_path):
+    import onnx
+    from onnx import helper
+
+    from service.errors import FailedPrecondition
+
+    graph = onnx.load(str(model_repo / "tiny-lstm" / "1" / "model.onnx"))
+    next(n for n in graph.graph.node if n.op_type == "LSTM").attribute.append(helper.make_attribute("clip", 3.0))
+    onnx.save(graph, str(tmp_path / "model.onnx"))
+    with pytest.raises(FailedPrecondition, match=r"LSTM node .* uses options the tracer does not model"):
+        Tracer.load(tmp_path / "model.onnx")

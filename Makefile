@@ -30,7 +30,7 @@ PROTO_GEN := service/gen/.stamp
 
 proto: $(PROTO_GEN)
 
-$(PROTO_GEN): $(VENV) $(wildcard protos/rnnserve/v1/*.proto) protos/build.py
+$(PROTO_GEN): $(VENV) $(wildcard protos/*/*.proto protos/*/*/*.proto) protos/build.py
 	$(PY) -m protos.build
 
 # Serve every model under models/ (gRPC :50051, /metrics :9090); settings: python -m service --help

@@ -66,8 +66,7 @@ class TrainConfig:
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     """Construct a dataclass from a dict, refusing unknown keys (typos must not pass silently)."""
-    names = {f.name: f for f in fields(cls)}
-    unknown = set(values) - set(names)
+    unknown = set(values) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"unknown config key(s) in {where}: {', '.join(sorted(unknown))}")
     kwargs = {}

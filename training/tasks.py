@@ -119,9 +119,6 @@ class ClassifierTask:
         return {"val_loss": m["loss"], "val_accuracy": m["accuracy"], "val_examples": m["examples"],
                 "val_confusion": m["confusion"]}
 
-    def sample(self, seed: int) -> str:
-        return ""
-
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "next_batch": self.next_batch, "perm": torch.from_numpy(self.perm),
                 "rng": self.rng.bit_generator.state}

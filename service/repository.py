@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,78 @@ def load_model(path: Path, name: str, version: int, intra_op_threads: int = 0, i
     return Model(name, version, path, meta, tok, runner)
 
 
+# What a directory must be called to be loaded. Names travel in requests, metrics labels and log lines:
+# ASCII letters, digits and ._- only, never leading with a dot (no "..", no hidden entries).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+VERSION = re.compile(r"[1-9][0-9]{0,8}")  # a positive integer without leading zeros; fits the proto's uint32
+
+
+def shown(path: Path | str) -> str:
+    """A path as one log line can carry it: a name with a newline or undecodable bytes is shown escaped."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
+
+
+def _escapes(entry: Path, real_root: Path) -> str | None:
+    """Why `entry` may not be used when it leads outside the repository (a symlink out, a loop), else None."""
+    try:
+        target = entry.resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # a dangling link, a link loop, a permission denied
+        return f"cannot resolve it: {type(err).__name__}: {err}"
+    if not target.is_relative_to(real_root):
+        return f"it resolves to {shown(target)}, outside the repository {shown(real_root)}"
+    return None
+
+
+def _entries(directory: Path) -> list[Path]:
+    """The visible entries of a directory, sorted; dot entries (.git, Kubernetes' ..data) are not models."""
+    return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def scan(root: Path) -> tuple[list[tuple[str, int, Path]], dict[str, str]]:
+    """The <root>/<name>/<version>/ directories worth loading, and the reason each other entry is skipped.
+
+    Only looks at directory entries (opens no file): a name or version that breaks the rules, or an
+    entry that leads outside the root, is skipped with one log line naming the path and the reason.
+    Plain files beside the model directories (a README) are not models and are passed over quietly.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"model directory {shown(root)} does not exist")
+    real_root = root.resolve()
+    candidates: list[tuple[str, int, Path]] = []
+    skipped: dict[str, str] = {}
+
+    def skip(path: Path, reason: str) -> None:
+        skipped[str(path)] = reason
+        log.error("skipping %s: %s", shown(path), reason)
+
+    for name_dir in _entries(root):
+        if reason := _escapes(name_dir, real_root):
+            skip(name_dir, reason)
+            continue
+        if not name_dir.is_dir():
+            continue
+        if not NAME.fullmatch(name_dir.name):
+            skip(name_dir, "model names are 1-128 ASCII letters, digits, '.', '_' or '-', not starting with '.'")
+            continue
+        try:
+            versions = _entries(name_dir)
+        except OSError as err:
+            skip(name_dir, f"cannot list it: {type(err).__name__}: {err}")
+            continue
+        for version_dir in versions:
+            if reason := _escapes(version_dir, real_root):
+                skip(version_dir, reason)
+            elif not version_dir.is_dir():
+                continue
+            elif not VERSION.fullmatch(version_dir.name):
+                skip(version_dir, "version directories must be positive integers (1-999999999, no leading zeros)")
+            else:
+                candidates.append((name_dir.name, int(version_dir.name), version_dir))
+    return candidates, skipped
+
+
 class Repository:
     """Every valid model version under a root directory, keyed by name then version."""
 
@@ -61,24 +134,18 @@ class Repository:
 
     @classmethod
     def load(cls, root: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 1) -> Repository:
-        root = Path(root)
-        if not root.is_dir():
-            raise ValueError(f"model directory {root} does not exist")
-        models, skipped = [], {}
-        for version_dir in sorted(p for p in root.glob("*/*") if p.is_dir()):
-            name = version_dir.parent.name
-            if not version_dir.name.isdigit() or int(version_dir.name) <= 0:
-                skipped[str(version_dir)] = "version directories must be positive integers"
-            else:
-                try:
-                    models.append(load_model(version_dir, name, int(version_dir.name), intra_op_threads, inter_op_threads))
-                    log.info("loaded %s version %s from %s", name, version_dir.name, version_dir)
-                    continue
-                except Exception as err:  # any broken artifact is skipped; the rest keep serving
-                    skipped[str(version_dir)] = f"{type(err).__name__}: {err}"
-            log.error("skipping %s: %s", version_dir, skipped[str(version_dir)])
+        """scan() the root, then load_model() each candidate; a broken one is skipped with one log line."""
+        candidates, skipped = scan(Path(root))
+        models = []
+        for name, version, path in candidates:
+            try:
+                models.append(load_model(path, name, version, intra_op_threads, inter_op_threads))
+                log.info("loaded %s version %d from %s", name, version, shown(path))
+            except Exception as err:  # any broken artifact is skipped; the rest keep serving
+                skipped[str(path)] = f"{type(err).__name__}: {err}"
+                log.error("skipping %s: %s", shown(path), skipped[str(path)])
         if not models:
-            log.warning("no valid model under %s", root)
+            log.warning("no valid model under %s", shown(Path(root)))
         return cls(models, skipped)
 
     def get(self, name: str, version: int = 0) -> Model:

@@ -45,6 +45,13 @@ class Unavailable(ServiceError):  # noqa: N818 (named after its status code)
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class OverBudget(ServiceError):  # noqa: N818 (the server's own deadline)
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def __init__(self, budget_s: float) -> None:
+        super().__init__(f"the server's time budget for a request ran out: max_request_s = {budget_s:g} s")
+
+
 # The client's deadline timer usually fires (and cancels the call) a moment before the server's
 # copy of the deadline runs out; under load that moment grows. A cancellation this close to the
 # deadline is the deadline.
@@ -67,11 +74,24 @@ def describe(err: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
 
 
+def _budget_s(servicer: Any) -> float:
+    """Settings.max_request_s of the server a servicer serves: its own settings, or its native servicer's (v2, Admin)."""
+    settings = getattr(servicer, "settings", None) or servicer.native.settings
+    return settings.max_request_s
+
+
+def _mapped(err: Exception, budget: asyncio.Timeout, budget_s: float) -> Exception:
+    """The budget's TimeoutError is OverBudget; any other exception is itself."""
+    return OverBudget(budget_s) if isinstance(err, TimeoutError) and budget.expired() else err
+
+
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a servicer method (coroutine or async generator): map exceptions to status codes, count requests.
+    """Wrap a servicer method (coroutine or async generator): a time budget, exceptions to status codes, counts.
 
     ServiceError -> its code and message; anything else -> INTERNAL with a generic message, the
-    traceback going to the server log with the method name, never to the client.
+    traceback going to the server log with the method name, never to the client. A call still
+    running after the server's max_request_s ends with DEADLINE_EXCEEDED (OverBudget); being
+    cancelled where it waits, a stream leaves its slot as it does when the client goes away.
     """
     name = method.__name__
 
@@ -81,35 +101,44 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         await context.abort(code, message)
 
     if inspect.isasyncgenfunction(method):
+        # Sent with context.write inside the budget rather than yielded: a yielding generator is
+        # suspended while grpc sends, so a client that stops reading would hold the call past any budget.
         @functools.wraps(method)
-        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            t0 = time.perf_counter()
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
+            t0, budget_s = time.perf_counter(), _budget_s(self)
+            replies = method(self, request, context)
+            budget = asyncio.timeout(budget_s)
             try:
-                async for item in method(self, request, context):
-                    yield item
-            except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: cancelled while grpc was sending
+                async with budget:
+                    async for item in replies:
+                        await context.write(item)
+            except asyncio.CancelledError:
                 metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
                 raise
             except grpc.aio.AbortError:
                 raise
             except Exception as err:
-                await fail(context, err, t0)
+                await fail(context, _mapped(err, budget, budget_s), t0)
             else:
                 metrics.observe_request(name, "OK", time.perf_counter() - t0)
+            finally:
+                await replies.aclose()  # cancelled while writing: the generator's own cleanup runs now
         return stream
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        t0 = time.perf_counter()
+        t0, budget_s = time.perf_counter(), _budget_s(self)
+        budget = asyncio.timeout(budget_s)
         try:
-            reply = await method(self, request, context)
+            async with budget:
+                reply = await method(self, request, context)
         except asyncio.CancelledError:
             metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
             raise
         except grpc.aio.AbortError:
             raise
         except Exception as err:
-            await fail(context, err, t0)
+            await fail(context, _mapped(err, budget, budget_s), t0)
         metrics.observe_request(name, "OK", time.perf_counter() - t0)
         return reply
     return unary

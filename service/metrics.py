@@ -105,6 +105,11 @@ def observe_request(method: str, code: str, seconds: float) -> None:
     REQUEST_SECONDS.labels(method).observe(seconds)
 
 
+def count_refused(method: str, code: str) -> None:
+    """A call refused before its handler ran (e.g. UNAUTHENTICATED): counted, but kept out of the latency histogram."""
+    REQUESTS.labels(method, code).inc()
+
+
 @dataclass(frozen=True)
 class GenerateMetrics:
     """The children one scheduler touches, bound once (a labels() lookup per step would cost microseconds)."""

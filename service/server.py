@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service import metrics
+from service import metrics, security
 from service.batcher import Batcher
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
@@ -52,16 +52,17 @@ class Server:
         self.engines = {(m.name, m.version): _engine(m, settings, loop) for m in repo.all()}
         self.servicer = InferenceServicer(repo, self.engines, settings)
         self.health = health.aio.HealthServicer()
-        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.grpc = grpc.aio.server(
+            interceptors=security.interceptors(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+                     ("grpc.max_send_message_length", settings.max_send_message_bytes)])
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self.grpc)
         v2_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(self.servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, V2_SERVICE_NAME,
                                              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME), self.grpc)
-        self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
-        if self.port == 0:
-            raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        self.port = security.bind(self.grpc, settings)
         self.metrics_httpd, self.metrics_port = None, -1
         if settings.metrics_port >= 0:
             self.metrics_httpd, self.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)

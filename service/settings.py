@@ -46,13 +46,27 @@ class Settings:
     intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
     inter_op_threads: int = 1  # per model session (graphs here are sequential)
 
+    # Security: TLS is on when a certificate is given; mutual TLS when client_ca is too; tokens when a file is
+    # given (files, never values: secrets stay out of the environment, flags and `ps`)
+    tls_cert_file: str = ""  # PEM server certificate (chain); needs tls_key_file
+    tls_key_file: str = ""  # PEM private key of tls_cert_file
+    tls_client_ca_file: str = ""  # PEM CA bundle: require client certificates signed by it (mutual TLS)
+    auth_token_file: str = ""  # accepted bearer tokens, one per line (two during a rotation); all but health need one
+
+    # Limits that protect the process
+    max_receive_message_bytes: int = 4 << 20  # larger requests get RESOURCE_EXHAUSTED from grpc (64 x 8192-char texts fit)
+    max_send_message_bytes: int = 4 << 20  # no reply comes near it (Trace messages are ~1 MiB)
+    max_concurrent_rpcs: int = 1024  # RPCs in flight, health included; beyond it RESOURCE_EXHAUSTED at once
+    max_request_s: float = 900.0  # time budget of any call: 100,000 chars at ~250 chars/s in a full batch take 400 s
+
     grace_s: float = 30.0  # on SIGTERM, how long running requests may take to finish
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
 
     def __post_init__(self) -> None:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
-                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "inter_op_threads")
+                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "inter_op_threads",
+                    "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "max_request_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")
@@ -63,6 +77,10 @@ class Settings:
             raise ValueError(f"setting metrics_port must be >= -1, got {self.metrics_port}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("setting default_max_tokens must not exceed max_tokens_limit")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("settings tls_cert_file and tls_key_file go together: TLS needs both (or neither)")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("setting tls_client_ca_file (mutual TLS) needs TLS: set tls_cert_file and tls_key_file")
 
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import grpc
@@ -19,7 +20,7 @@ def _generate(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
     if a.seed is not None:
         req.seed = a.seed
     sys.stdout.write(a.prompt)
-    for reply in stub.Generate(req, timeout=a.timeout):
+    for reply in stub.Generate(req, **a.call):
         sys.stdout.write(reply.text)
         sys.stdout.flush()
         if reply.HasField("finished"):
@@ -31,7 +32,7 @@ def _generate(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
 
 
 def _classify(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
-    reply = stub.Classify(pb.ClassifyRequest(model=a.model, version=a.version, texts=a.texts), timeout=a.timeout)
+    reply = stub.Classify(pb.ClassifyRequest(model=a.model, version=a.version, texts=a.texts), **a.call)
     for text, r in zip(a.texts, reply.results, strict=True):
         probs = " ".join(f"{label}={p:.3f}" for label, p in zip(r.labels, r.probabilities, strict=True))
         print(f"{r.label}\t{probs}\t{text}")
@@ -41,9 +42,9 @@ def _models(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
     from google.protobuf.json_format import MessageToDict
 
     if a.name:
-        infos = [stub.GetModel(pb.GetModelRequest(name=a.name, version=a.version), timeout=a.timeout)]
+        infos = [stub.GetModel(pb.GetModelRequest(name=a.name, version=a.version), **a.call)]
     else:
-        infos = stub.ListModels(pb.ListModelsRequest(), timeout=a.timeout).models
+        infos = stub.ListModels(pb.ListModelsRequest(), **a.call).models
     for info in infos:
         d = MessageToDict(info, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
         d["sizes"] = {k: int(v) for k, v in d["sizes"].items()}  # JSON mapping writes int64 as strings
@@ -71,11 +72,11 @@ def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
         sys.exit("error: give the text to trace, or --file")
     pairs = _units(a.unit)
     if not pairs:  # the first units of the last layer
-        sizes = stub.GetModel(pb.GetModelRequest(name=a.model, version=a.version), timeout=a.timeout).sizes
+        sizes = stub.GetModel(pb.GetModelRequest(name=a.model, version=a.version), **a.call).sizes
         pairs = [(sizes["n_layer"] - 1, u) for u in range(min(64, sizes["hidden_size"]))]
     req = pb.TraceRequest(model=a.model, version=a.version, text=text, top_k=a.top_k,
                           layers=sorted({layer for layer, _ in pairs}), units=sorted({u for _, u in pairs}))
-    replies = iter(stub.Trace(req, timeout=a.timeout))
+    replies = iter(stub.Trace(req, **a.call))
     header = next(replies).header
     steps = [s for r in replies for s in r.steps]
     column = {(c.layer, c.unit): j for j, c in enumerate(header.columns)}
@@ -93,10 +94,50 @@ def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
     print(f"wrote {a.out}: {len(series)} series over {len(steps)} characters", file=sys.stderr)
 
 
+TOKEN_ENV = "RNNSERVE_TOKEN"
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        sys.exit(f"error: cannot read {path}: {err.strerror}")
+
+
+def _token(a: argparse.Namespace) -> str | None:
+    """The bearer token: the first line of --token-file, else $RNNSERVE_TOKEN, else none."""
+    if a.token_file:
+        lines = _read(a.token_file).decode("utf-8", "replace").split()
+        if not lines:
+            sys.exit(f"error: {a.token_file} holds no token")
+        return lines[0]
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _channel(a: argparse.Namespace) -> grpc.Channel:
+    """Plain h2c, or TLS when a CA, a client certificate or --tls is given (mutual TLS with --tls-cert/--tls-key)."""
+    if bool(a.tls_cert) != bool(a.tls_key):
+        sys.exit("error: --tls-cert and --tls-key go together (mutual TLS)")
+    if not (a.tls or a.tls_ca or a.tls_cert):
+        return grpc.insecure_channel(a.target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(a.tls_ca) if a.tls_ca else None,
+        private_key=_read(a.tls_key) if a.tls_key else None,
+        certificate_chain=_read(a.tls_cert) if a.tls_cert else None)
+    return grpc.secure_channel(a.target, credentials)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m service.client", description=__doc__)
     p.add_argument("--target", default="localhost:50051", help="server address")
     p.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    p.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CAs (implied by the next three)")
+    p.add_argument("--tls-ca", metavar="PEM", help="use TLS, trusting the CA certificate(s) in this file")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--token-file", metavar="FILE",
+                   help=f"send the bearer token on this file's first line (default: ${TOKEN_ENV}, if set)")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="stream text from a char LM, printed as it arrives")
     g.add_argument("prompt")
@@ -127,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--top-k", type=int, default=5, help="next-character predictions shown on hover")
     t.add_argument("-o", "--out", default="trace.html", help="the HTML page to write")
     a = p.parse_args(argv)
-    with grpc.insecure_channel(a.target) as channel:
+    token = _token(a)
+    a.call = {"timeout": a.timeout, "metadata": (("authorization", f"Bearer {token}"),) if token else None}
+    with _channel(a) as channel:
         stub = pb_grpc.InferenceStub(channel)
         try:
             {"generate": _generate, "classify": _classify, "models": _models, "trace": _trace}[a.cmd](stub, a)

@@ -28,6 +28,7 @@ class Batcher:
         self.arrived = asyncio.Event()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"classify-{name}-{version}")
         self.stopping = False
+        self.n_open = 0  # requests inside classify(): a retired version closes once it is 0
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def classify(self, rows: list[np.ndarray]) -> np.ndarray:
@@ -42,9 +43,11 @@ class Batcher:
         self.pending.extend(zip(rows, futures, [now] * len(rows), strict=True))
         self.m.queued.set(len(self.pending))
         self.arrived.set()
+        self.n_open += 1
         try:
             return np.stack(await asyncio.gather(*futures))
         finally:
+            self.n_open -= 1
             for f in futures:  # cancelled request: its texts are skipped when their batch forms
                 f.cancel()
 

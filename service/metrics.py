@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
@@ -98,6 +98,16 @@ QUEUED = Gauge("rnnserve_queued_requests", "Requests waiting: streams for a slot
                ["model", "version", "method"])
 GENERATED_CHARS = Counter("rnnserve_generated_chars_total", "Characters generated.", ["model", "version"])
 MODEL_INFO = Gauge("rnnserve_model_info", "Loaded model versions (value 1).", ["model", "version", "kind", "cell"])
+RELOADS = Counter("rnnserve_model_reloads_total",
+                  "Model versions loaded, unloaded or refused by repository reloads (not the start-up load).",
+                  ["result"])
+
+
+def set_models(models: Iterable[tuple[str, int, str, str]]) -> None:
+    """rnnserve_model_info: exactly the (name, version, kind, cell) versions being served."""
+    MODEL_INFO.clear()
+    for name, version, kind, cell in models:
+        MODEL_INFO.labels(name, str(version), kind, cell).set(1)
 
 
 def observe_request(method: str, code: str, seconds: float) -> None:

@@ -164,3 +164,15 @@ class Repository:
 
     def all(self) -> list[Model]:
         return [m for versions in self.models.values() for m in versions.values()]
+
+    def add(self, model: Model) -> None:
+        """Serve a version (replacing a loaded copy of the same version); names stay sorted for listings."""
+        versions = {**self.models.get(model.name, {}), model.version: model}
+        self.models[model.name] = dict(sorted(versions.items()))
+        self.models = dict(sorted(self.models.items()))
+
+    def remove(self, name: str, version: int) -> None:
+        """Stop serving a version; a name with no version left is no longer listed."""
+        del self.models[name][version]
+        if not self.models[name]:
+            del self.models[name]

@@ -12,11 +12,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import metrics, security
+from service.admin_servicer import AdminServicer
 from service.batcher import Batcher
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from service.reload import Reloader
 from service.repository import Model, Repository
 from service.scheduler import Scheduler
 from service.servicer import InferenceServicer
@@ -26,6 +28,7 @@ from service.v2_servicer import GRPCInferenceServicer
 log = logging.getLogger("rnnserve")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 V2_SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # Open Inference Protocol
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -51,6 +54,8 @@ class Server:
         loop = asyncio.get_running_loop()
         self.engines = {(m.name, m.version): _engine(m, settings, loop) for m in repo.all()}
         self.servicer = InferenceServicer(repo, self.engines, settings)
+        self.reloader = Reloader(settings.model_dir, repo, self.engines, lambda m: _engine(m, settings, loop),
+                                 self._publish, settings.intra_op_threads, settings.inter_op_threads)
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
             interceptors=security.interceptors(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -58,28 +63,40 @@ class Server:
                      ("grpc.max_send_message_length", settings.max_send_message_bytes)])
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self.grpc)
         v2_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(self.servicer), self.grpc)
+        pb_grpc.add_AdminServicer_to_server(AdminServicer(self.reloader, self.servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection((SERVICE_NAME, V2_SERVICE_NAME,
+        reflection.enable_server_reflection((SERVICE_NAME, V2_SERVICE_NAME, ADMIN_SERVICE_NAME,
                                              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME), self.grpc)
         self.port = security.bind(self.grpc, settings)
         self.metrics_httpd, self.metrics_port = None, -1
         if settings.metrics_port >= 0:
             self.metrics_httpd, self.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
-        for m in repo.all():
-            metrics.MODEL_INFO.labels(m.name, str(m.version), m.kind, m.meta.cell).set(1)
+        self.health_names: set[str] = set()  # models whose health status has been published
+        self.poller: asyncio.Task | None = None
         self.stopped = asyncio.Event()
+
+    async def _publish(self) -> None:
+        """Health and rnnserve_model_info follow the served set: at start and after every reload that changed it."""
+        metrics.set_models((m.name, m.version, m.kind, m.meta.cell) for m in self.repo.all())
+        for name in self.health_names - set(self.repo.models):
+            await self.health.set(health_name(name), NOT_SERVING)
+        for name in self.repo.models:
+            await self.health.set(health_name(name), SERVING)
+        self.health_names |= set(self.repo.models)
 
     async def start(self) -> None:
         await self.grpc.start()
-        for name in self.repo.models:
-            await self.health.set(health_name(name), SERVING)
+        await self._publish()
         await self.health.set(SERVICE_NAME, SERVING)
+        if self.settings.poll_s > 0:
+            self.poller = asyncio.get_running_loop().create_task(self.reloader.poll(self.settings.poll_s))
         log.info("serving %d model version(s) on port %d, metrics on port %d", len(self.engines), self.port,
                  self.metrics_port)
 
     def open_streams(self) -> int:
-        return sum(e.n_open for e in self.engines.values() if isinstance(e, Scheduler))
+        engines = [*self.engines.values(), *self.reloader.retiring.values()]
+        return sum(e.n_open for e in engines if isinstance(e, Scheduler))
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Health goes NOT_SERVING, new requests get UNAVAILABLE, running streams finish (up to grace_s), then stop."""
@@ -88,13 +105,17 @@ class Server:
         grace_s = self.settings.grace_s if grace_s is None else grace_s
         log.info("shutting down: draining %d stream(s) for up to %.1f s", self.open_streams(), grace_s)
         self.servicer.draining = True
+        if self.poller is not None:
+            self.poller.cancel()
         await self.health.enter_graceful_shutdown()
         deadline = time.monotonic() + grace_s
         while self.open_streams() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await self.grpc.stop(max(0.0, min(1.0, deadline - time.monotonic())))
-        for engine in self.engines.values():
-            await engine.close() if isinstance(engine, Batcher) else engine.close()
+        async with self.reloader.lock:  # a reload in progress finishes its swap first
+            for engine in self.engines.values():
+                await engine.close() if isinstance(engine, Batcher) else engine.close()
+            await self.reloader.close()
         if self.metrics_httpd is not None:
             await asyncio.to_thread(self.metrics_httpd.shutdown)
             self.metrics_httpd.server_close()

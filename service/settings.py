@@ -17,6 +17,7 @@ class Settings:
     metrics_host: str = "0.0.0.0"  # HTTP /metrics listen address
     metrics_port: int = 9090  # HTTP /metrics; 0 picks a free one, -1 disables it
     model_dir: str = "models"  # repository: <model_dir>/<name>/<version>/{model.onnx, tokenizer.json, meta.json}
+    poll_s: float = 0.0  # reload the repository this often (seconds); 0: only at start and on Admin.ReloadModels
 
     # Generate: continuous batching, per model
     max_streams: int = 64  # streams decoded together (the decode batch); more wait in the queue
@@ -70,7 +71,7 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in ("port", "max_queue", "max_stop", "intra_op_threads", "classify_max_delay_ms", "grace_s"):
+        for name in ("port", "max_queue", "max_stop", "intra_op_threads", "classify_max_delay_ms", "grace_s", "poll_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"setting {name} must be >= 0, got {getattr(self, name)}")
         if self.metrics_port < -1:

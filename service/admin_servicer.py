@@ -1,0 +1,27 @@
+"""The rnnserve.v1.Admin servicer: operating a running server (reloading its model repository)."""
+
+from __future__ import annotations
+
+from service.errors import Unavailable, rpc
+from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
+from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from service.reload import Key, Reloader
+from service.servicer import InferenceServicer
+
+
+def _refs(keys: list[Key]) -> list[pb.ModelRef]:
+    return [pb.ModelRef(name=name, version=version) for name, version in keys]
+
+
+class AdminServicer(pb_grpc.AdminServicer):
+    def __init__(self, reloader: Reloader, native: InferenceServicer) -> None:
+        self.reloader, self.native = reloader, native  # native: for its draining flag
+
+    @rpc
+    async def ReloadModels(self, request: pb.ReloadModelsRequest, context) -> pb.ReloadModelsResponse:  # noqa: N802
+        if self.native.draining:
+            raise Unavailable("the server is shutting down")
+        report = await self.reloader.reload()
+        return pb.ReloadModelsResponse(
+            loaded=_refs(report.loaded), unloaded=_refs(report.unloaded), serving=_refs(report.serving),
+            failed=[pb.LoadFailure(path=path, reason=reason) for path, reason in sorted(report.failed.items())])

@@ -1,4 +1,4 @@
-"""Command-line client: python -m service.client {generate, classify, models, trace} (see --help of each)."""
+"""Command-line client: python -m service.client {generate, classify, models, trace, reload} (see --help of each)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def _models(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
         d = MessageToDict(info, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
         d["sizes"] = {k: int(v) for k, v in d["sizes"].items()}  # JSON mapping writes int64 as strings
         print(json.dumps(d))
+
+
+def _reload(admin: pb_grpc.AdminStub, a: argparse.Namespace) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    reply = admin.ReloadModels(pb.ReloadModelsRequest(), **a.call)
+    print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)))
 
 
 def _units(specs: list[str]) -> list[tuple[int, int]]:
@@ -167,13 +174,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="LAYER:UNIT or LAYER:FIRST-LAST, 0-based, repeatable (default: the last layer's first 64 units)")
     t.add_argument("--top-k", type=int, default=5, help="next-character predictions shown on hover")
     t.add_argument("-o", "--out", default="trace.html", help="the HTML page to write")
+    sub.add_parser("reload", help="make the server read its model repository again now; prints what changed as JSON")
     a = p.parse_args(argv)
     token = _token(a)
     a.call = {"timeout": a.timeout, "metadata": (("authorization", f"Bearer {token}"),) if token else None}
     with _channel(a) as channel:
-        stub = pb_grpc.InferenceStub(channel)
+        stub = pb_grpc.AdminStub(channel) if a.cmd == "reload" else pb_grpc.InferenceStub(channel)
+        commands = {"generate": _generate, "classify": _classify, "models": _models, "trace": _trace, "reload": _reload}
         try:
-            {"generate": _generate, "classify": _classify, "models": _models, "trace": _trace}[a.cmd](stub, a)
+            commands[a.cmd](stub, a)
         except grpc.RpcError as err:
             sys.exit(f"error: {err.code().name}: {err.details()}")
         except KeyboardInterrupt:

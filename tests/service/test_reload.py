@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.service.harness import Running, generate, patched_run, pb, pb_grpc, settings, slowed
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -191,3 +197,14 @@ def test_reloads_under_load_fail_no_request(model_repo, repo, running):
     assert done["Generate"] > 0 and done["Classify"] > 0
     assert _refs(_reload(server).serving) == [("clf", 1), ("lm", 4)]
     assert server.wait_for(lambda: not server.server.reloader.retiring)  # every retired engine closed
+
+
+def test_the_client_cli_reloads_and_prints_what_changed(model_repo, repo, running):
+    server = running()
+    _add(model_repo, repo, "tiny-gru", 2)
+    r = subprocess.run([sys.executable, "-m", "service.client", "--target", f"localhost:{server.port}", "reload"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    assert reply["loaded"] == [{"name": "lm", "version": 2}] and reply["unloaded"] == [] and reply["failed"] == []
+    assert {"name": "lm", "version": 1} in reply["serving"]

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from service import artifact
-from service.artifact import Meta
+from service import artifact, graphfile
+from service.artifact import Meta, shown
 from service.errors import NotFound
 from service.runners import ClassifierRunner, LMRunner, make_session
 from service.tokenizer import Tokenizer
@@ -31,19 +31,24 @@ class Model:
 
 
 def load_model(path: Path, name: str, version: int, intra_op_threads: int = 0, inter_op_threads: int = 1) -> Model:
-    """Load one artifact directory; raises ValueError/OSError saying what is wrong with it."""
-    for f in (artifact.META_FILE, artifact.TOKENIZER_FILE, artifact.MODEL_FILE):
-        if not (path / f).is_file():
-            raise ValueError(f"missing {f}")
-    meta = Meta.load(path / artifact.META_FILE)
-    tok = Tokenizer.load(path / artifact.TOKENIZER_FILE)
+    """Load one artifact directory <root>/<name>/<version>/; raises ValueError/OSError saying what is wrong with it.
+
+    Every file is read through artifact.read_member (inside <root>, size-capped) and parsed from
+    those bytes: ONNX Runtime gets the graph as bytes and never opens a path itself.
+    """
+    meta = Meta.parse(artifact.read_member(path, artifact.META_FILE))
+    tok = Tokenizer.parse(artifact.read_member(path, artifact.TOKENIZER_FILE))
     if tok.vocab_size != meta.sizes["vocab_size"]:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens, meta.json sizes.vocab_size is {meta.sizes['vocab_size']}")
     if meta.kind == "char_lm" and tok.level != "char":
         raise ValueError(f"a char_lm needs a char tokenizer, got level {tok.level!r}")
-    threads = intra_op_threads or int(meta.runtime.get("intra_op_num_threads", 1))
+    data = artifact.read_member(path, artifact.MODEL_FILE)
+    cells = graphfile.recurrent_cells(graphfile.parse(data))
+    if cells != {meta.cell}:
+        raise ValueError(f"meta.json cell is {meta.cell!r} but the graph's recurrent nodes are {sorted(cells) or 'none'}")
+    threads = intra_op_threads or meta.runtime.get("intra_op_num_threads", 1)
     try:
-        sess = make_session(path / artifact.MODEL_FILE, threads, inter_op_threads)
+        sess = make_session(data, threads, inter_op_threads)
     except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
         raise ValueError(f"ONNX Runtime cannot load model.onnx: {err}") from err
     runner = LMRunner(sess, meta) if meta.kind == "char_lm" else ClassifierRunner(sess, meta, tok)
@@ -55,12 +60,6 @@ def load_model(path: Path, name: str, version: int, intra_op_threads: int = 0, i
 # ASCII letters, digits and ._- only, never leading with a dot (no "..", no hidden entries).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION = re.compile(r"[1-9][0-9]{0,8}")  # a positive integer without leading zeros; fits the proto's uint32
-
-
-def shown(path: Path | str) -> str:
-    """A path as one log line can carry it: a name with a newline or undecodable bytes is shown escaped."""
-    text = str(path)
-    return text if text.isprintable() else ascii(text)
 
 
 def _escapes(entry: Path, real_root: Path) -> str | None:
@@ -150,13 +149,13 @@ class Repository:
 
     def get(self, name: str, version: int = 0) -> Model:
         """The named version, or the latest when version is 0."""
-        versions = self.models.get(name)
+        versions = self.models.get(name)  # a dict lookup: a name from a request never reaches the filesystem
         if not versions:
-            raise NotFound(f"model {name!r} is not loaded (available: {', '.join(sorted(self.models)) or 'none'})")
+            raise NotFound(f"model {name!r:.80} is not loaded (available: {', '.join(sorted(self.models)) or 'none'})")
         if version == 0:
             return versions[max(versions)]
         if version not in versions:
-            raise NotFound(f"model {name!r} has no version {version} (available: {sorted(versions)})")
+            raise NotFound(f"model {name!r:.80} has no version {version} (available: {sorted(versions)})")
         return versions[version]
 
     def latest(self, model: Model) -> bool:

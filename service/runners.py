@@ -12,8 +12,8 @@ from service.artifact import Meta
 from service.tokenizer import Tokenizer
 
 
-def make_session(path: Path, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
-    """A CPU session with explicit thread counts.
+def make_session(model: Path | bytes, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
+    """A CPU session with explicit thread counts, from a file or (the service's way) from bytes already read.
 
     Spinning is off: on a few cores, idle intra-op threads that spin steal the CPU the event
     loop and the decode thread need between calls.
@@ -25,7 +25,8 @@ def make_session(path: Path, intra_op_threads: int, inter_op_threads: int) -> or
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def _check_io(sess: ort.InferenceSession, inputs: dict[str, str], outputs: list[str]) -> None:
@@ -38,6 +39,23 @@ def _check_io(sess: ort.InferenceSession, inputs: dict[str, str], outputs: list[
         raise ValueError(f"graph outputs {names} do not match meta.json {outputs}")
 
 
+def _check_shape(sess: ort.InferenceSession, name: str, expected: tuple[int | None, ...]) -> None:
+    """A graph's declared shape of `name` against meta.json's (None: the batch/time axes), before any call.
+
+    Checked before the self-check runs the graph, so a meta.json that lies about its sizes is refused
+    with a clear message instead of failing inside ONNX Runtime. Symbolic or absent dims pass.
+    """
+    declared = {t.name: t.shape for t in [*sess.get_inputs(), *sess.get_outputs()]}[name]
+    if declared is None or not isinstance(declared, list):
+        return
+    if len(declared) != len(expected):
+        raise ValueError(f"graph {name} has {len(declared)} dims {declared}, meta.json implies {len(expected)}")
+    for got, want in zip(declared, expected, strict=True):
+        if want is not None and isinstance(got, int) and got != want:
+            shown = ["?" if w is None else w for w in expected]
+            raise ValueError(f"graph {name} has shape {declared}, meta.json implies {shown}")
+
+
 class LMRunner:
     """tokens (B, T) + state [(L, B, H), ...] -> logits (B, T, V) + new state; prefill and decode share it."""
 
@@ -47,6 +65,11 @@ class LMRunner:
         self.vocab_size = int(meta.sizes["vocab_size"])
         _check_io(sess, {artifact.TOKENS: "tensor(int64)", **{s.input: "tensor(float)" for s in self.specs}},
                   [artifact.LOGITS, *(s.output for s in self.specs)])
+        _check_shape(sess, artifact.TOKENS, (None, None))
+        _check_shape(sess, artifact.LOGITS, (None, None, self.vocab_size))
+        for s in self.specs:
+            _check_shape(sess, s.input, (s.n_layer, None, s.hidden_size))
+            _check_shape(sess, s.output, (s.n_layer, None, s.hidden_size))
         self.state_inputs = [s.input for s in self.specs]
         self.outputs = [artifact.LOGITS, *(s.output for s in self.specs)]
 
@@ -60,10 +83,18 @@ class LMRunner:
         return logits, new
 
     def self_check(self) -> None:
-        """One real call at B=2, T=3: the shapes must be what meta.json says."""
-        logits, state = self.run(np.zeros((2, 3), np.int64), self.zero_state(2))
+        """One real call at B=2, T=3 with the first and last token ids: shapes as meta.json says, finite logits.
+
+        The last id proves the graph's embedding covers the whole vocabulary (ONNX Runtime refuses an
+        out-of-range Gather), so no request can later fail on a token the tokenizer produces.
+        """
+        last = self.vocab_size - 1
+        tokens = np.array([[0, last, 0], [last, 0, last]], np.int64)
+        logits, state = self.run(tokens, self.zero_state(2))
         if logits.shape != (2, 3, self.vocab_size):
             raise ValueError(f"logits have shape {logits.shape}, expected (2, 3, {self.vocab_size})")
+        if not np.isfinite(logits).all():
+            raise ValueError("the graph returns non-finite logits from the zero state")
         for s, x in zip(self.specs, state, strict=True):
             if x.shape != (s.n_layer, 2, s.hidden_size):
                 raise ValueError(f"state {s.output} has shape {x.shape}, expected ({s.n_layer}, 2, {s.hidden_size})")
@@ -80,7 +111,11 @@ class ClassifierRunner:
             raise ValueError("a classifier's tokenizer must define pad_id")
         self.sess, self.meta, self.pad_id = sess, meta, tokenizer.pad_id
         self.n_class = len(meta.labels)
+        self.vocab_size = tokenizer.vocab_size
         _check_io(sess, {artifact.TOKENS: "tensor(int64)", artifact.LENGTHS: "tensor(int64)"}, [artifact.LOGITS])
+        _check_shape(sess, artifact.TOKENS, (None, None))
+        _check_shape(sess, artifact.LENGTHS, (None,))
+        _check_shape(sess, artifact.LOGITS, (None, self.n_class))
 
     def run(self, rows: list[np.ndarray]) -> np.ndarray:
         """Softmax probabilities (B, C) of token rows, in order.
@@ -115,6 +150,9 @@ class ClassifierRunner:
         return p / p.sum(axis=1, keepdims=True)  # (B, C)
 
     def self_check(self) -> None:
-        probs = self.run([np.array([self.pad_id], np.int64)] * 2)
+        """Two rows, the pad alone and the first and last ids: one probability per label, all finite."""
+        probs = self.run([np.array([self.pad_id], np.int64), np.array([0, self.vocab_size - 1], np.int64)])
         if probs.shape != (2, self.n_class):
             raise ValueError(f"logits have {probs.shape[1]} classes, meta.json lists {self.n_class} labels")
+        if not np.isfinite(probs).all():
+            raise ValueError("the graph returns non-finite logits")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service.artifact import MAX_BYTES, MAX_SIZES, TOKENIZER_FILE, parse_json, read_inside
+
 UNK = "<unk>"
 PAD = "<pad>"
 
@@ -36,17 +38,34 @@ class Tokenizer:
     pad_id: int | None = None
 
     def __post_init__(self) -> None:
+        """Checked on every construction: a tokenizer.json is untrusted input, and serving trusts these ids."""
         if self.level not in ("char", "word"):
-            raise ValueError(f"tokenizer level must be 'char' or 'word', got {self.level!r}")
+            raise ValueError(f"tokenizer level must be 'char' or 'word', got {self.level!r:.40}")
+        if not all(isinstance(t, str) and t for t in self.tokens):
+            raise ValueError("tokenizer tokens must be non-empty strings")
+        if len(self.tokens) > MAX_SIZES["vocab_size"]:
+            raise ValueError(f"tokenizer has {len(self.tokens)} tokens, more than {MAX_SIZES['vocab_size']}")
+        try:
+            "".join(self.tokens).encode("utf-8")
+        except UnicodeError:
+            raise ValueError("tokenizer tokens hold a lone surrogate, which no reply can carry") from None
         if len(set(self.tokens)) != len(self.tokens):
-            raise ValueError("tokenizer vocabulary has duplicate tokens")
+            seen: set[str] = set()
+            dup = next(t for t in self.tokens if t in seen or seen.add(t))
+            raise ValueError(f"tokenizer vocabulary has duplicate tokens, e.g. {dup!r:.40}")
         for name, idx in (("unk_id", self.unk_id), ("pad_id", self.pad_id)):
-            if idx is not None and not 0 <= idx < len(self.tokens):
+            if idx is None and name == "pad_id":
+                continue
+            if type(idx) is not int:
+                raise ValueError(f"tokenizer {name} must be an integer, got {idx!r:.40}")
+            if not 0 <= idx < len(self.tokens):
                 raise ValueError(f"tokenizer {name}={idx} is outside the vocabulary of {len(self.tokens)}")
+        if self.pad_id == self.unk_id:
+            raise ValueError("tokenizer pad_id and unk_id must differ")
         if self.level == "char":
             bad = [t for i, t in enumerate(self.tokens) if len(t) != 1 and i not in (self.unk_id, self.pad_id)]
             if bad:
-                raise ValueError(f"char tokenizer has multi-character tokens: {bad[:3]!r}")
+                raise ValueError(f"char tokenizer has multi-character tokens: {bad[:3]!r:.80}")
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
 
     @property
@@ -84,17 +103,27 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> Tokenizer:
+        if not isinstance(d, dict):
+            raise ValueError("tokenizer must be a JSON object")
         unknown = set(d) - {"level", "unk_id", "pad_id", "tokens"}
         if unknown:
-            raise ValueError(f"tokenizer has unknown keys: {sorted(unknown)}")
-        if not isinstance(d.get("tokens"), list) or not all(isinstance(t, str) for t in d["tokens"]):
+            raise ValueError(f"tokenizer has unknown keys: {sorted(unknown)[:5]!r:.200}")
+        if not isinstance(d.get("tokens"), list):
             raise ValueError("tokenizer 'tokens' must be a list of strings")
-        return cls(d.get("level", ""), tuple(d["tokens"]), unk_id=int(d["unk_id"]),
-                   pad_id=None if d.get("pad_id") is None else int(d["pad_id"]))
+        if "unk_id" not in d:
+            raise ValueError("tokenizer lacks unk_id")
+        return cls(d.get("level", ""), tuple(d["tokens"]), unk_id=d["unk_id"], pad_id=d.get("pad_id"))
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
     @classmethod
+    def parse(cls, data: bytes) -> Tokenizer:
+        """tokenizer.json's bytes -> Tokenizer; ValueError saying what is wrong."""
+        return cls.from_dict(parse_json(data, TOKENIZER_FILE))
+
+    @classmethod
     def load(cls, path: Path) -> Tokenizer:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """A tokenizer.json file of an artifact: read as read_member reads it (inside <root>, at most MAX_BYTES)."""
+        path = Path(path)
+        return cls.parse(read_inside(path, path.parent.parent, MAX_BYTES[TOKENIZER_FILE]))

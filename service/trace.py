@@ -54,11 +54,16 @@ def _attrs(node) -> dict:
 
 
 def read_graph(path: Path) -> tuple[str, np.ndarray, list[Layer]]:
-    """(cell, embedding (V, E), layers) of a char LM's model.onnx; FailedPrecondition if it is not that shape."""
-    import onnx
+    """(cell, embedding (V, E), layers) of a char LM's model.onnx; FailedPrecondition if it is not that shape.
+
+    Read as the repository reads it (inside the repository root, no external data files), so a
+    model.onnx swapped after load cannot lead the trace outside the repository.
+    """
     from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
+    from service import graphfile
+
+    graph = graphfile.parse(artifact.read_member(path.parent, path.name)).graph
     weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
     embed = [n for n in graph.node if n.op_type == "Gather" and n.input[1] == artifact.TOKENS and n.input[0] in weights]
     cells = [n for n in graph.node if n.op_type in _OPS]

@@ -40,7 +40,7 @@ def test_loads_valid_versions_and_skips_broken_ones_with_reasons(messy_repo, cap
     assert {n: sorted(v) for n, v in repo.models.items()} == {"clf": [3], "lm": [1, 2]}
     reasons = {k.split("/")[-2] + "/" + k.split("/")[-1]: v for k, v in repo.skipped.items()}
     assert set(reasons) == {"garbage-onnx/1", "no-meta/1", "wrong-vocab/1", "bad-kind/1", "lm/latest"}
-    assert "ONNX Runtime cannot load" in reasons["garbage-onnx/1"]
+    assert "not an ONNX model" in reasons["garbage-onnx/1"]
     assert "missing meta.json" in reasons["no-meta/1"]
     assert "vocab_size" in reasons["wrong-vocab/1"]
     assert "translator" in reasons["bad-kind/1"]

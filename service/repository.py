@@ -82,8 +82,9 @@ def scan(root: Path) -> tuple[list[tuple[str, int, Path]], dict[str, str]]:
     """The <root>/<name>/<version>/ directories worth loading, and the reason each other entry is skipped.
 
     Only looks at directory entries (opens no file): a name or version that breaks the rules, or an
-    entry that leads outside the root, is skipped with one log line naming the path and the reason.
-    Plain files beside the model directories (a README) are not models and are passed over quietly.
+    entry that leads outside the root, is skipped with its reason. Plain files beside the model
+    directories (a README) are not models and are passed over quietly. It logs nothing: a caller
+    that polls decides when a skip is news.
     """
     root = Path(root)
     if not root.is_dir():
@@ -92,31 +93,27 @@ def scan(root: Path) -> tuple[list[tuple[str, int, Path]], dict[str, str]]:
     candidates: list[tuple[str, int, Path]] = []
     skipped: dict[str, str] = {}
 
-    def skip(path: Path, reason: str) -> None:
-        skipped[str(path)] = reason
-        log.error("skipping %s: %s", shown(path), reason)
-
     for name_dir in _entries(root):
         if reason := _escapes(name_dir, real_root):
-            skip(name_dir, reason)
+            skipped[str(name_dir)] = reason
             continue
         if not name_dir.is_dir():
             continue
         if not NAME.fullmatch(name_dir.name):
-            skip(name_dir, "model names are 1-128 ASCII letters, digits, '.', '_' or '-', not starting with '.'")
+            skipped[str(name_dir)] = "model names are 1-128 ASCII letters, digits, '.', '_' or '-', not starting with '.'"
             continue
         try:
             versions = _entries(name_dir)
         except OSError as err:
-            skip(name_dir, f"cannot list it: {type(err).__name__}: {err}")
+            skipped[str(name_dir)] = f"cannot list it: {type(err).__name__}: {err}"
             continue
         for version_dir in versions:
             if reason := _escapes(version_dir, real_root):
-                skip(version_dir, reason)
+                skipped[str(version_dir)] = reason
             elif not version_dir.is_dir():
                 continue
             elif not VERSION.fullmatch(version_dir.name):
-                skip(version_dir, "version directories must be positive integers (1-999999999, no leading zeros)")
+                skipped[str(version_dir)] = "version directories must be positive integers (1-999999999, no leading zeros)"
             else:
                 candidates.append((name_dir.name, int(version_dir.name), version_dir))
     return candidates, skipped
@@ -135,6 +132,8 @@ class Repository:
     def load(cls, root: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 1) -> Repository:
         """scan() the root, then load_model() each candidate; a broken one is skipped with one log line."""
         candidates, skipped = scan(Path(root))
+        for path, reason in skipped.items():
+            log.error("skipping %s: %s", shown(path), reason)
         models = []
         for name, version, path in candidates:
             try:

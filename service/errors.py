@@ -7,12 +7,14 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from service import metrics
+from service.wire import why_undecodable
 
 log = logging.getLogger("rnnserve")
 
@@ -66,18 +68,42 @@ def _ended_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
+# gRPC sends the message in a trailer, percent-encoded (up to 3 bytes per UTF-8 byte), and clients drop
+# trailers over 8-16 KiB: a message echoing a huge value would reach the client as RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 1024
+
+
+def _capped(message: str) -> str:
+    data = message.encode()
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    return f"{data[:MAX_MESSAGE_BYTES].decode(errors='ignore')}... (cut from {len(data)} bytes)"
+
+
 def describe(err: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message of an exception; an unexpected one is logged, never shown."""
     if isinstance(err, ServiceError):
-        return err.code, str(err)
+        return err.code, _capped(str(err))
     log.error("%s failed", method, exc_info=err)
     return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
 
 
-def _budget_s(servicer: Any) -> float:
-    """Settings.max_request_s of the server a servicer serves: its own settings, or its native servicer's (v2, Admin)."""
-    settings = getattr(servicer, "settings", None) or servicer.native.settings
-    return settings.max_request_s
+def _settings(servicer: Any) -> Any:
+    """The Settings of the server a servicer serves: its own, or its native servicer's (v2, Admin)."""
+    return getattr(servicer, "settings", None) or servicer.native.settings
+
+
+async def _write(context: grpc.aio.ServicerContext, reply: Any, max_bytes: int) -> None:
+    """Send one reply. grpc refuses one over max_send_message_bytes itself (the client gets RESOURCE_EXHAUSTED from
+    it, the write raises here): that is counted and logged as RESOURCE_EXHAUSTED, not as an internal error."""
+    try:
+        await context.write(reply)
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception:
+        if (size := reply.ByteSize()) <= max_bytes:
+            raise
+        raise ResourceExhausted(f"a reply of {size} bytes is over max_send_message_bytes = {max_bytes}") from None
 
 
 def _mapped(err: Exception, budget: asyncio.Timeout, budget_s: float) -> Exception:
@@ -105,13 +131,14 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         # suspended while grpc sends, so a client that stops reading would hold the call past any budget.
         @functools.wraps(method)
         async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
-            t0, budget_s = time.perf_counter(), _budget_s(self)
+            t0, settings = time.perf_counter(), _settings(self)
+            budget_s, max_bytes = settings.max_request_s, settings.max_send_message_bytes
             replies = method(self, request, context)
             budget = asyncio.timeout(budget_s)
             try:
                 async with budget:
                     async for item in replies:
-                        await context.write(item)
+                        await _write(context, item, max_bytes)
             except asyncio.CancelledError:
                 metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
                 raise
@@ -127,7 +154,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        t0, budget_s = time.perf_counter(), _budget_s(self)
+        t0, budget_s = time.perf_counter(), _settings(self).max_request_s
         budget = asyncio.timeout(budget_s)
         try:
             async with budget:
@@ -142,3 +169,76 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         metrics.observe_request(name, "OK", time.perf_counter() - t0)
         return reply
     return unary
+
+
+class Undecodable:
+    """Stands in for a request message protobuf could not parse, until the handler can refuse it."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+class RefuseUndecodable(grpc.aio.ServerInterceptor):
+    """A request that is not a valid protobuf message gets INVALID_ARGUMENT naming the field at fault.
+
+    grpc's aio server answers a request its deserializer cannot parse with UNKNOWN ("Unexpected
+    <class 'DecodeError'>") and a traceback in the log; protobuf clients never send such bytes, but
+    any other client can (invalid UTF-8 in a string field, a truncated message).
+    """
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return _guarded(handler, details.method.rpartition("/")[2])
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """The same handler, its deserializer returning Undecodable instead of raising, its behavior refusing one."""
+    parse = handler.request_deserializer
+    message = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)  # X.FromString: the class X
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as err:
+            return Undecodable(why_undecodable(data, message, err))
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        if isinstance(request, Undecodable):
+            metrics.count_refused(method, grpc.StatusCode.INVALID_ARGUMENT.name)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
+
+    async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for request in requests:
+            await refuse(request, context)
+            yield request
+
+    streaming = handler.request_streaming
+    behavior = {(False, False): handler.unary_unary, (False, True): handler.unary_stream,
+                (True, False): handler.stream_unary, (True, True): handler.stream_stream}[streaming, handler.response_streaming]
+    if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+        return handler  # a synchronous handler runs in grpc's thread pool: left as it is
+
+    def request_of(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return checked(request, context) if streaming else request
+
+    if inspect.isasyncgenfunction(behavior):
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if not streaming:
+                await refuse(request, context)
+            async for reply in behavior(request_of(request, context), context):
+                yield reply
+    else:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if not streaming:
+                await refuse(request, context)
+            return await behavior(request_of(request, context), context)
+
+    make = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+    return make[streaming, handler.response_streaming](
+        guarded, request_deserializer=deserialize, response_serializer=handler.response_serializer)

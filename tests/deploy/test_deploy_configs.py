@@ -182,3 +182,26 @@ def test_dashboard_and_rules_name_only_metrics_the_service_exports():
               for r in g["rules"]]
     used = {m for e in exprs for m in re.findall(r"\b(rnnserve_[a-z_]+)", e)}
     assert used and used <= exported, used - exported
+
+
+def test_the_service_runs_as_non_root_with_a_read_only_model_directory(compose):
+    """Image, compose and Kubernetes agree: uid 10001, no root, no capabilities, models and root filesystem read-only."""
+    users = re.findall(r"^USER\s+(\S+)", (DEPLOY / "rnnserve.Dockerfile").read_text(), re.M)
+    assert users[-1] == "10001:10001", "the image's last USER is the numeric non-root uid (runAsNonRoot can check it)"
+
+    svc = compose["services"]["rnnserve"]
+    assert svc["user"] == "10001:10001" and svc["read_only"] is True
+    assert svc["cap_drop"] == ["ALL"] and "no-new-privileges:true" in svc["security_opt"]
+    assert next(v for v in _volumes(svc) if v["target"] == "/models")["read_only"]
+
+    pod = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    mount = next(v for v in c["volumeMounts"] if v["mountPath"] == "/models")
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"]["readOnly"] is True

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 
 from service.errors import NotFound
-from service.repository import Repository
+from service.repository import Repository, scan
+from tests.service.audit import recording
 from tests.service.harness import Running, generate, settings
 
 
@@ -68,3 +70,17 @@ def test_a_server_over_a_messy_repository_serves_the_valid_models(messy_repo):
         assert (latest.version, named.version) == (2, 1)
     finally:
         running.stop()
+
+
+def test_scan_returns_the_candidates_and_reasons_without_logging_or_opening_a_file(messy_repo, tmp_path, caplog):
+    """scan() is the walk hot reload polls: cheap (no file opened) and quiet (the caller logs what is news)."""
+    (tmp_path / "root").symlink_to(messy_repo)  # a repository reached through a link is still itself
+    with caplog.at_level(logging.DEBUG, logger="rnnserve"), recording() as opened:
+        candidates, skipped = scan(tmp_path / "root")
+    assert [(name, version) for name, version, _ in candidates] == [
+        ("bad-kind", 1), ("clf", 3), ("garbage-onnx", 1), ("lm", 1), ("lm", 2), ("no-meta", 1), ("wrong-vocab", 1)]
+    assert all(path == tmp_path / "root" / name / str(version) for name, version, path in candidates)
+    [(path, reason)] = skipped.items()
+    assert path == str(tmp_path / "root" / "lm" / "latest") and "positive integers" in reason
+    assert caplog.records == []
+    assert not [p for p in opened if not Path(p).is_dir()]  # it lists directories and reads no file

@@ -13,9 +13,7 @@ import os
 import random
 import re
 import shutil
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -28,39 +26,8 @@ from service.artifact import shown
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.repository import Repository
+from tests.service.audit import outside, recording
 from tests.service.harness import Running, generate, pb, settings
-
-_RECORDS: list[list[str]] = []  # one list per open recording() window
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _RECORDS and event in ("open", "os.listdir", "os.scandir") and isinstance(args[0], str | bytes | os.PathLike):
-        _RECORDS[-1].append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)  # hooks cannot be removed: it records nothing outside a recording() window
-
-# The interpreter's own files (stdlib, site-packages): imports, not the service reading the repository.
-_RUNTIME = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-
-
-@contextmanager
-def recording() -> Iterator[list[str]]:
-    """Every path the process opens or lists (any thread) inside the block, resolved, Python's imports left out."""
-    paths: list[str] = []
-    _RECORDS.append(paths)
-    try:
-        yield paths
-    finally:
-        _RECORDS.remove(paths)
-        kept = [os.path.realpath(p) for p in paths]
-        paths[:] = [p for p in kept if not p.startswith(_RUNTIME) and not p.endswith((".py", ".pyc", ".so"))]
-
-
-def outside(paths: list[str], root: Path) -> list[str]:
-    real_root = root.resolve()
-    return [p for p in paths if not Path(p).is_relative_to(real_root)]
-
 
 # ---- building the hostile repository -------------------------------------------------------------
 
@@ -217,7 +184,8 @@ CASES: dict[str, tuple[str, Mutation, str]] = {
     "lie-n-class": (C, meta(sizes__n_class=3), r"sizes.n_class is 3 but it lists 2 labels"),
     "lie-state-names": (L, edit("meta.json", lambda m: m["state"][0].update(input="hidden_in")),
                         r"meta.json state .* is not what a lstm of these sizes carries"),
-    "lie-state-missing": (L, edit("meta.json", lambda m: m["state"].__delitem__(-1)), r"is not what a lstm of these sizes carries"),
+    "lie-state-missing": (L, edit("meta.json", lambda m: m["state"].__delitem__(-1)),
+                          r"is not what a lstm of these sizes carries"),
     "lie-cell": (L, edit("meta.json", lambda m: m.update(cell="gru", state=m["state"][:1])),
                  r"meta.json cell is 'gru' but the graph's recurrent nodes are \['lstm'\]"),
     "lie-kind": (L, meta(kind="classifier", labels=["a", "b"], state=[]), r"classifier's tokenizer must define pad_id"),

@@ -113,8 +113,8 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         await context.abort(code, message)
 
     if inspect.isasyncgenfunction(method):
-        # Sent with context.write inside the budget rather than yielded: a yielding generator is
-        # suspended while grpc sends, so a client that stops reading would hold the call past any budget.
+        # Sent with context.write inside the budget rather than yielded: time spent sending counts
+        # too (a yielding generator waits outside any timeout of its own while grpc sends).
         @functools.wraps(method)
         async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
             t0, settings = time.perf_counter(), _settings(self)

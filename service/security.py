@@ -89,7 +89,10 @@ def load_tokens(path: str) -> list[bytes]:
 
 
 def _deny(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the method's own shape that ends the call with UNAUTHENTICATED before reading any request."""
+    """A handler of the method's own shape that ends the call with UNAUTHENTICATED.
+
+    It has no request deserializer: an unauthenticated client's bytes never reach the protobuf parser.
+    """
     async def abort(request: object, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
@@ -98,7 +101,7 @@ def _deny(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethod
     make = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
     return make[handler.request_streaming, handler.response_streaming](
-        abort, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        abort, response_serializer=handler.response_serializer)
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):

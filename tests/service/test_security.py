@@ -149,6 +149,15 @@ def test_an_unknown_method_without_a_token_is_unauthenticated_and_counted_as_unk
     assert running.metric("rnnserve_requests_total", method="unknown", code="UNAUTHENTICATED") == before + 1
 
 
+def test_an_unauthenticated_request_is_never_parsed(secured):
+    """Bytes that are no protobuf message get UNAUTHENTICATED, not a parse error: the parser never sees them."""
+    _, channel = secured
+    for method in ("/rnnserve.v1.Inference/Classify", "/rnnserve.v1.Inference/Generate"):
+        call = channel.unary_unary(method) if method.endswith("Classify") else channel.unary_stream(method)
+        code, details = _code(lambda: list(call(b"\xff\xff\xff", timeout=30)))  # noqa: B023
+        assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, MISSING), method
+
+
 def test_health_answers_without_a_token(secured):
     _, channel = secured
     health = health_pb2_grpc.HealthStub(channel)

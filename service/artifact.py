@@ -29,8 +29,10 @@ LENGTHS = "lengths"
 LOGITS = "logits"
 
 # The most bytes read from each file: an artifact is untrusted input and must not exhaust memory.
-# meta.json is a few KiB; a word tokenizer of 14k words is 200 KiB; protobuf caps a graph at 2 GiB.
-MAX_BYTES = {META_FILE: 1 << 20, TOKENIZER_FILE: 32 << 20, MODEL_FILE: 2 << 30}
+# meta.json is ~2.5 KiB, and ModelInfo carries its labels, description and evaluation: at 64 KiB,
+# ListModels of 50 models still fits gRPC's 4 MiB message. A word tokenizer of 14k words is
+# 200 KiB; protobuf caps a graph at 2 GiB.
+MAX_BYTES = {META_FILE: 64 << 10, TOKENIZER_FILE: 32 << 20, MODEL_FILE: 2 << 30}
 MAX_JSON_DEPTH = 32  # meta.json is 4 levels deep; the service walks it recursively (ModelInfo.evaluation)
 INT64 = 1 << 63  # meta.json sizes travel as int64 in ModelInfo
 # Bounds on meta.json sizes: a lie beyond them would make the load-time self-check allocate gigabytes.

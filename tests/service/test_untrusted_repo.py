@@ -212,7 +212,7 @@ CASES: dict[str, tuple[str, Mutation, str]] = {
     "int-5000-digits": (L, evaluation_number("9" * 5000), r"meta.json is not valid JSON: .*digits"),
     "float-overflow": (L, evaluation_number("1e400"), r"overflows a float"),
     "nan": (L, evaluation_number("NaN"), r"NaN is not a JSON number"),
-    "nest-100k": (L, nest(100_000), r"meta.json nests too deeply to parse"),
+    "nest-5000": (L, nest(5_000), r"meta.json nests too deeply to parse"),
     "nest-40": (L, nest(40), r"nests deeper than 32 levels"),
     "lone-surrogate-label": (C, raw("meta.json", lambda s: re.sub(r'"labels": \[\s*"\w+"', '"labels": ["\\\\ud800"', s)),
                              r"meta.json is not UTF-8 text: .*surrogates not allowed"),
@@ -242,7 +242,7 @@ CASES: dict[str, tuple[str, Mutation, str]] = {
                             .encode("latin-1")), r"meta.json is not UTF-8 text"),
     "tok-utf-16": (L, raw("tokenizer.json", lambda s: s.encode("utf-16")), r"tokenizer.json is not UTF-8 text"),
     "meta-bom": (L, raw("meta.json", lambda s: s.encode("utf-8-sig")), r"meta.json is not valid JSON"),
-    "meta-oversized": (L, meta(description="x" * (1 << 20)), r"meta.json has \d+ bytes, more than the 1048576"),
+    "meta-oversized": (L, meta(description="x" * (64 << 10)), r"meta.json has \d+ bytes, more than the 65536"),
     "tok-oversized": (L, sparse("tokenizer.json", 40 << 20), r"tokenizer.json has 41943040 bytes, more than the 33554432"),
     "meta-missing": (L, lambda d, _: (d / "meta.json").unlink(), r"missing meta.json"),
     # links leading outside the repository, and odd files

@@ -140,7 +140,7 @@ class Repository:
                 models.append(load_model(path, name, version, intra_op_threads, inter_op_threads))
                 log.info("loaded %s version %d from %s", name, version, shown(path))
             except Exception as err:  # any broken artifact is skipped; the rest keep serving
-                skipped[str(path)] = f"{type(err).__name__}: {err}"
+                skipped[str(path)] = shown(f"{type(err).__name__}: {err}")  # one line, whatever the library said
                 log.error("skipping %s: %s", shown(path), skipped[str(path)])
         if not models:
             log.warning("no valid model under %s", shown(Path(root)))

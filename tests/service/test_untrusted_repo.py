@@ -126,6 +126,14 @@ def external(d: Path, out: Path) -> None:
     (d / "model.onnx").write_bytes(model.SerializeToString())
 
 
+def future_opset(d: Path, _: Path) -> None:
+    """The real graph claiming an opset no runtime has: ONNX Runtime's refusal spans several lines."""
+    model = onnx.load_model_from_string((d / "model.onnx").read_bytes())
+    for opset in model.opset_import:
+        opset.version = 99
+    (d / "model.onnx").write_bytes(model.SerializeToString())
+
+
 def add_graph(d: Path, _: Path) -> None:
     """A valid ONNX model of an unrelated graph."""
     w = numpy_helper.from_array(np.zeros(4, np.float32), "w")
@@ -169,6 +177,7 @@ CASES: dict[str, tuple[str, Mutation, str]] = {
     "gru-graph-as-lstm": (L, graph_of(G), r"meta.json cell is 'lstm' but the graph's recurrent nodes are \['gru'\]"),
     "classifier-graph-as-lm": (L, graph_of(C), r"graph inputs .* do not match meta.json"),
     "unrelated-graph": (L, add_graph, r"recurrent nodes are none"),
+    "future-opset": (L, future_opset, r"ONNX Runtime cannot load model.onnx: .*\\n.*"),  # logged escaped: one line
     "external-data": (L, external, r"in an external file; only self-contained graphs load"),
     "onnx-oversized": (L, sparse("model.onnx", (2 << 30) + 1), r"model.onnx has 2147483649 bytes, more than the 2147483648"),
     "onnx-is-fifo": (L, replace_file("model.onnx", os.mkfifo), r"model.onnx is not a regular file"),

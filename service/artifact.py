@@ -33,9 +33,9 @@ LOGITS = "logits"
 # ListModels of 50 models still fits gRPC's 4 MiB message. A word tokenizer of 14k words is
 # 200 KiB; protobuf caps a graph at 2 GiB.
 MAX_BYTES = {META_FILE: 64 << 10, TOKENIZER_FILE: 32 << 20, MODEL_FILE: 2 << 30}
-MAX_JSON_DEPTH = 32  # meta.json is 4 levels deep; the service walks it recursively (ModelInfo.evaluation)
+MAX_JSON_DEPTH = 32  # meta.json nests 5 levels; the service walks it recursively (ModelInfo.evaluation)
 INT64 = 1 << 63  # meta.json sizes travel as int64 in ModelInfo
-# Bounds on meta.json sizes: a lie beyond them would make the load-time self-check allocate gigabytes.
+# Bounds on meta.json sizes: beyond them, the load-time self-check would ask for gigabytes of state and logits.
 MAX_SIZES = {"n_layer": 256, "hidden_size": 1 << 16, "vocab_size": 1 << 22}
 MAX_THREADS = 256
 

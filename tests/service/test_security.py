@@ -101,12 +101,14 @@ def _reflect(channel: grpc.Channel, **kw) -> list[str]:
 
 
 def _calls(channel: grpc.Channel) -> dict:
-    """One call of each protected kind: native streaming and unary, v2 unary, reflection (bidirectional)."""
+    """One call of each protected kind: native streaming and unary, Admin, v2 unary, reflection (bidirectional)."""
     stub, v2_stub = pb_grpc.InferenceStub(channel), v2_grpc.GRPCInferenceServiceStub(channel)
+    admin = pb_grpc.AdminStub(channel)
     return {
         "Generate": lambda **kw: _generate(channel, **kw),
         "Classify": lambda **kw: stub.Classify(pb.ClassifyRequest(model="tiny-sentiment", texts=["fine"]), timeout=30, **kw),
         "ListModels": lambda **kw: stub.ListModels(pb.ListModelsRequest(), timeout=30, **kw),
+        "ReloadModels": lambda **kw: admin.ReloadModels(pb.ReloadModelsRequest(), timeout=30, **kw),
         "ModelInfer": lambda **kw: v2_stub.ModelInfer(v2.ModelInferRequest(model_name="tiny-sentiment"), timeout=30, **kw),
         "ServerReflectionInfo": lambda **kw: _reflect(channel, **kw),
     }

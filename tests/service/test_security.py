@@ -270,3 +270,13 @@ def test_cli_client_speaks_mutual_tls(mutual, pki):
     assert r.returncode == 0 and '"name": "tiny-lstm"' in r.stdout, r.stderr
     r = _client(*target, "models")
     assert r.returncode == 1 and "error: UNAVAILABLE" in r.stderr
+
+
+def test_cli_client_tls_flags_turn_tls_on_and_go_in_pairs(serve, pki):
+    plain = serve()
+    target = ("--target", f"localhost:{plain.port}", "--timeout", "30")
+    assert _client(*target, "models").returncode == 0
+    r = _client(*target, "--tls", "models")  # the system's CAs, over TLS: a plain-text server cannot answer
+    assert r.returncode == 1 and "error: UNAVAILABLE" in r.stderr
+    r = _client(*target, "--tls-cert", pki.client_cert, "models")
+    assert r.returncode == 1 and "--tls-cert and --tls-key go together" in r.stderr

@@ -96,10 +96,8 @@ def test_a_stream_over_the_time_budget_ends_with_deadline_exceeded_and_frees_its
     before = s.metric("rnnserve_requests_total", method="Generate", code="DEADLINE_EXCEEDED")
     request = pb.GenerateRequest(model="tiny-lstm", prompt="A", max_tokens=50_000, seed=1, flush_chars=8)
     with patched_run(s, "tiny-lstm", slowed(0.005)):  # 50,000 steps of >= 5 ms: far past the budget
-        texts = []
-        err = _error(lambda: [texts.append(r.text) for r in s.stub.Generate(request, timeout=120)])
+        err = _error(lambda: list(s.stub.Generate(request, timeout=120)))
         assert (err.code(), err.details()) == (grpc.StatusCode.DEADLINE_EXCEEDED, BUDGET_MESSAGE)
-        assert texts  # it ran until then
         assert s.wait_for(lambda: s.server.open_streams() == 0, timeout=30)
     assert s.metric("rnnserve_requests_total", method="Generate", code="DEADLINE_EXCEEDED") == before + 1
 
@@ -108,7 +106,7 @@ def test_a_unary_call_over_the_time_budget_ends_with_deadline_exceeded(budgeted)
     s = budgeted
     returned = threading.Event()
 
-    def slow_once(run):
+    def slow_then_tell(run):
         def slow(*args):
             time.sleep(4.0)
             out = run(*args)
@@ -116,7 +114,7 @@ def test_a_unary_call_over_the_time_budget_ends_with_deadline_exceeded(budgeted)
             return out
         return slow
 
-    with patched_run(s, "tiny-sentiment", slow_once):
+    with patched_run(s, "tiny-sentiment", slow_then_tell):
         err = _error(lambda: _classify(s.stub, ["fine"]))
         assert (err.code(), err.details()) == (grpc.StatusCode.DEADLINE_EXCEEDED, BUDGET_MESSAGE)
         assert returned.wait(60)  # the model call itself cannot be interrupted; its reply is dropped

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service import artifact, metrics
+from service.artifact import shown
 from service.batcher import Batcher
 from service.repository import Model, Repository, load_model, scan
 from service.scheduler import Scheduler
@@ -62,7 +63,11 @@ class Reloader:
         self.make_engine, self.published = make_engine, published
         self.threads = (intra_op_threads, inter_op_threads)
         self.signatures: dict[Key, Signature] = {(m.name, m.version): signature(m.path) for m in repo.all()}
-        self.failures: dict[str, tuple[Signature, str]] = {}  # path -> the files that failed, and why
+        # path -> the files that failed (None: refused by scan, before any file was read), and why; seeded
+        # with the start-up load's refusals so that the first poll does not report them as news
+        loadable = {str(path) for _, _, path in scan(self.root)[0]} if self.root.is_dir() else set()
+        self.failures: dict[str, tuple[Signature | None, str]] = {
+            path: (signature(Path(path)) if path in loadable else None, reason) for path, reason in repo.skipped.items()}
         self.retiring: dict[asyncio.Task, Engine] = {}  # drains of replaced or removed versions' engines
         self.lock = asyncio.Lock()
 
@@ -130,7 +135,7 @@ class Reloader:
         rel = self._relative(path)
         report.failed[rel] = reason
         if self.failures.get(str(path)) != (sig, reason):
-            log.error("skipping %s: %s", path, reason)
+            log.error("skipping %s: %s", shown(Path(path)), reason)
             self.failures[str(path)] = (sig, reason)
 
     def _retire(self, key: Key, engine: Engine) -> None:

@@ -112,7 +112,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Trace(self, request: pb.TraceRequest, context) -> AsyncIterator[pb.TraceResponse]:  # noqa: N802
         model, _ = self._engine(request.model, request.version, "char_lm", "Trace")
         p = trace_params(request, model.meta.sizes["n_layer"], model.meta.sizes["hidden_size"], self.settings)
-        tracer = await asyncio.to_thread(self.tracers.get, model.path)
+        tracer = await asyncio.to_thread(self.tracers.get, model.runner, model.path)
         t = await asyncio.to_thread(trace_text, tracer, model.runner, model.tokenizer, p.text, p.layers, p.units, p.top_k)
         for reply in await asyncio.to_thread(trace_pb, t, model.version, tracer.cell, model.tokenizer.tokens):
             yield reply

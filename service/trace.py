@@ -9,6 +9,7 @@ served graph itself: the final state must equal what model.onnx returns for the 
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,14 +194,18 @@ def trace_text(tracer: Tracer, runner, tokenizer, text: str, layers: list[int], 
 
 
 class Tracers:
-    """One Tracer per model version, read from its model.onnx on first use and kept."""
+    """One Tracer per loaded model version, read from its model.onnx on first use.
+
+    Keyed by the version's runner, weakly: a version replaced in place by a hot reload gets a new
+    runner and so a new tracer, and an unloaded version's tracer goes with it.
+    """
 
     def __init__(self) -> None:
-        self._tracers: dict[Path, Tracer] = {}
+        self._tracers: weakref.WeakKeyDictionary[object, Tracer] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    def get(self, path: Path) -> Tracer:
+    def get(self, runner: object, path: Path) -> Tracer:
         with self._lock:
-            if path not in self._tracers:
-                self._tracers[path] = Tracer.load(path / artifact.MODEL_FILE)
-            return self._tracers[path]
+            if runner not in self._tracers:
+                self._tracers[runner] = Tracer.load(path / artifact.MODEL_FILE)
+            return self._tracers[runner]

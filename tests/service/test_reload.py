@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -123,13 +124,20 @@ def test_a_broken_version_is_refused_and_what_it_would_replace_keeps_serving(mod
     assert _refs(report.loaded) == [("lm", 2)] and not report.failed
 
 
+def _traced_cell(server: Running) -> str:
+    request = pb.TraceRequest(model="lm", text="ROMEO:", layers=[0], units=[0])
+    return next(iter(server.stub.Trace(request, timeout=60))).header.cell
+
+
 def test_a_version_rewritten_in_place_is_replaced(model_repo, repo, running):
     server = running()
+    assert _traced_cell(server) == "lstm"
     for f in ("model.onnx", "tokenizer.json", "meta.json"):
         shutil.copy(model_repo / "tiny-gru" / "1" / f, repo / "lm" / "1" / f)
     report = _reload(server)
     assert _refs(report.loaded) == _refs(report.unloaded) == [("lm", 1)]
     assert server.server.repo.get("lm").meta.cell == "gru"
+    assert _traced_cell(server) == "gru"  # Trace reads the new copy too
     assert not _reload(server).loaded  # nothing changed since
 
 
@@ -208,3 +216,20 @@ def test_the_client_cli_reloads_and_prints_what_changed(model_repo, repo, runnin
     reply = json.loads(r.stdout)
     assert reply["loaded"] == [{"name": "lm", "version": 2}] and reply["unloaded"] == [] and reply["failed"] == []
     assert {"name": "lm", "version": 1} in reply["serving"]
+
+
+def test_a_version_refused_at_start_is_reported_but_not_tried_again_until_it_changes(model_repo, repo, running, caplog):
+    broken = repo / "lm" / "2"
+    shutil.copytree(repo / "lm" / "1", broken)
+    (broken / "tokenizer.json").write_text("{")
+    (repo / "bad name").mkdir()
+    server = running()
+    refused = server.metric("rnnserve_model_reloads_total", result="failed")
+    caplog.clear()  # the start-up load logged both
+    with caplog.at_level(logging.ERROR, logger="rnnserve"):
+        report = _reload(server)
+    assert set(_failed(report)) == {"lm/2", "bad name"}
+    assert server.metric("rnnserve_model_reloads_total", result="failed") == refused  # nothing was tried again
+    assert not [r for r in caplog.records if "skipping" in r.getMessage()]  # and nothing is news
+    shutil.copy(repo / "lm" / "1" / "tokenizer.json", broken / "tokenizer.json")
+    assert _refs(_reload(server).loaded) == [("lm", 2)]

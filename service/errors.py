@@ -7,12 +7,14 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from service import metrics
+from service.wire import why_undecodable
 
 log = logging.getLogger("rnnserve")
 
@@ -66,10 +68,22 @@ def _ended_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
+# gRPC sends the message in a trailer, percent-encoded (up to 3 bytes per UTF-8 byte), and clients drop
+# trailers over 8-16 KiB: a message echoing a huge value would reach the client as RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 1024
+
+
+def _capped(message: str) -> str:
+    data = message.encode()
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    return f"{data[:MAX_MESSAGE_BYTES].decode(errors='ignore')}... (cut from {len(data)} bytes)"
+
+
 def describe(err: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message of an exception; an unexpected one is logged, never shown."""
     if isinstance(err, ServiceError):
-        return err.code, str(err)
+        return err.code, _capped(str(err))
     log.error("%s failed", method, exc_info=err)
     return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
 
@@ -110,10 +124,14 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     """
     name = method.__name__
 
-    async def fail(context: grpc.aio.ServicerContext, err: Exception, t0: float) -> None:
+    def fail(context: grpc.aio.ServicerContext, err: Exception, t0: float) -> None:
+        """Sets the status for the handler to return with. Not context.abort: grpc keeps abort's AbortError in a
+        reference cycle with the call's frames, holding the request (up to max_receive_message_bytes) until
+        Python's next full garbage collection, which under a stream of refused large requests comes late."""
         code, message = describe(err, name)
         metrics.observe_request(name, code.name, time.perf_counter() - t0)
-        await context.abort(code, message)
+        context.set_code(code)
+        context.set_details(message)
 
     if inspect.isasyncgenfunction(method):
         # Sent with context.write inside the budget rather than yielded: time spent sending counts
@@ -134,7 +152,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             except grpc.aio.AbortError:
                 raise
             except Exception as err:
-                await fail(context, _mapped(err, budget, budget_s), t0)
+                fail(context, _mapped(err, budget, budget_s), t0)
             else:
                 metrics.observe_request(name, "OK", time.perf_counter() - t0)
             finally:
@@ -154,7 +172,88 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         except grpc.aio.AbortError:
             raise
         except Exception as err:
-            await fail(context, _mapped(err, budget, budget_s), t0)
+            fail(context, _mapped(err, budget, budget_s), t0)
+            return None
         metrics.observe_request(name, "OK", time.perf_counter() - t0)
         return reply
     return unary
+
+
+class Undecodable:
+    """Stands in for a request message protobuf could not parse, until the handler can refuse it."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+class RefuseUndecodable(grpc.aio.ServerInterceptor):
+    """A request that is not a valid protobuf message gets INVALID_ARGUMENT naming the field at fault.
+
+    grpc's aio server answers a request its deserializer cannot parse with UNKNOWN ("Unexpected
+    <class 'DecodeError'>") and a traceback in the log; protobuf clients never send such bytes, but
+    any other client can (invalid UTF-8 in a string field, a truncated message).
+    """
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return _guarded(handler, details.method.rpartition("/")[2])
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """The same handler, its deserializer returning Undecodable instead of raising, its behavior refusing one."""
+    parse = handler.request_deserializer
+    message = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)  # X.FromString: the class X
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as err:
+            return Undecodable(why_undecodable(data, message, err))
+
+    def refused(request: Any, context: grpc.aio.ServicerContext) -> bool:
+        """Sets INVALID_ARGUMENT for an undecodable request (like rpc's fail, without abort's reference cycle)."""
+        if not isinstance(request, Undecodable):
+            return False
+        metrics.count_refused(method, grpc.StatusCode.INVALID_ARGUMENT.name)
+        context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        context.set_details(request.why)
+        return True
+
+    async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """A request stream that ends the call at its first undecodable message (abort: the handler is mid-stream)."""
+        async for request in requests:
+            if refused(request, context):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
+            yield request
+
+    streaming = handler.request_streaming
+    behavior = {(False, False): handler.unary_unary, (False, True): handler.unary_stream,
+                (True, False): handler.stream_unary, (True, True): handler.stream_stream}[streaming, handler.response_streaming]
+    if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+        return handler  # a synchronous handler runs in grpc's thread pool: left as it is
+
+    if inspect.isasyncgenfunction(behavior):
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if streaming:
+                request = checked(request, context)
+            elif refused(request, context):
+                return
+            async for reply in behavior(request, context):
+                yield reply
+    else:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if streaming:
+                request = checked(request, context)
+            elif refused(request, context):
+                return None
+            return await behavior(request, context)
+
+    make = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+    return make[streaming, handler.response_streaming](
+        guarded, request_deserializer=deserialize, response_serializer=handler.response_serializer)

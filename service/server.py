@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service import metrics, security
+from service import errors, metrics, security
 from service.admin_servicer import AdminServicer
 from service.batcher import Batcher
 from service.gen.inference import grpc_service_pb2 as v2
@@ -46,6 +46,15 @@ def _engine(model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -
                    settings.classify_max_delay_ms, settings.classify_max_queue)
 
 
+def _keepalive(keepalive_s: float) -> list[tuple[str, int]]:
+    """HTTP/2 pings on connections with calls: a client whose host vanished without closing (no FIN, no RST)
+    leaves its streams running and their text piling up until grpc sees it gone; only an unanswered ping does."""
+    ms = round(keepalive_s * 1000)
+    return [("grpc.keepalive_time_ms", ms), ("grpc.keepalive_timeout_ms", ms),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0)]  # a stalled stream sends no data: keep pinging anyway
+
+
 class Server:
     """A running rnnserve: the grpc.aio server plus what must be stopped with it."""
 
@@ -58,9 +67,10 @@ class Server:
                                  self._publish, settings.intra_op_threads, settings.inter_op_threads)
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
-            interceptors=security.interceptors(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=[*security.interceptors(settings), errors.RefuseUndecodable()],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-                     ("grpc.max_send_message_length", settings.max_send_message_bytes)])
+                     ("grpc.max_send_message_length", settings.max_send_message_bytes), *_keepalive(settings.keepalive_s)])
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self.grpc)
         v2_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(self.servicer), self.grpc)
         pb_grpc.add_AdminServicer_to_server(AdminServicer(self.reloader, self.servicer), self.grpc)

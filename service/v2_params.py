@@ -134,7 +134,7 @@ def _stop(v: object) -> list[str]:
         raise InvalidArgument("parameters.stop", f"must be a string or a JSON array of strings, got {v!r}")
     try:
         seqs = json.loads(v)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested too deep for the parser
         return [v]
     if isinstance(seqs, list) and all(isinstance(s, str) for s in seqs):
         return seqs

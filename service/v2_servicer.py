@@ -33,7 +33,7 @@ def parse_version(version: str, field: str) -> int:
     """The protocol's version string as the repository's number (0: the latest)."""
     if not version:
         return 0
-    if not version.isdigit() or int(version) == 0:
+    if not (version.isascii() and version.isdigit()) or int(version) == 0:  # str.isdigit alone takes "¹", int() does not
         raise InvalidArgument(field, f"must be a positive integer or empty (the latest), got {version!r}")
     return int(version)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,32 @@ def test_bad_requests_are_invalid_argument(stub, change, words):
     with pytest.raises(grpc.RpcError) as err:
         stub.ModelInfer(req, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in err.value.details()
+
+
+@pytest.mark.parametrize("version", ["\u00b9", "\u0662", "\uff11"])  # superscript one, Arabic-Indic two, fullwidth one
+def test_version_of_non_ascii_digits_is_invalid_argument(stub, version):
+    """str.isdigit() takes "¹", int() does not: this was INTERNAL."""
+    for call in (lambda: stub.ModelReady(v2.ModelReadyRequest(name="tiny-lstm", version=version), timeout=10),
+                 lambda: stub.ModelInfer(v2.ModelInferRequest(model_name="tiny-lstm", model_version=version), timeout=10)):
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "version" in err.value.details()
+
+
+def test_stop_nested_too_deep_for_json_is_one_stop_sequence(stub):
+    """A string the JSON parser recurses too deep on was INTERNAL (RecursionError); it is one (too long) sequence."""
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(_request("tiny-lstm", "prompt", ["To be"], stop="[" * 100_000), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("stop[0]:")
+
+
+def test_error_echoing_a_megabyte_value_is_cut_not_resource_exhausted(stub):
+    """The echoed value made a 1 MB status message: the client refused the trailer and saw RESOURCE_EXHAUSTED."""
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelReady(v2.ModelReadyRequest(name="tiny-lstm", version="a" * (1 << 20)), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("version: must be") and len(err.value.details()) < 2000
+    assert re.search(r"\.\.\. \(cut from \d{7} bytes\)$", err.value.details())
 
 
 def test_shape_must_match_the_data(stub):

@@ -101,7 +101,7 @@ def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
     print(f"wrote {a.out}: {len(series)} series over {len(steps)} characters", file=sys.stderr)
 
 
-TOKEN_ENV = "RNNSERVE_TOKEN"
+TOKEN_ENV = "RNNSERVE_CLIENT_TOKEN"
 
 
 def _read(path: str) -> bytes:
@@ -113,7 +113,7 @@ def _read(path: str) -> bytes:
 
 
 def _token(a: argparse.Namespace) -> str | None:
-    """The bearer token: the first line of --token-file, else $RNNSERVE_TOKEN, else none."""
+    """The bearer token: the first line of --token-file, else $RNNSERVE_CLIENT_TOKEN, else none."""
     if a.token_file:
         lines = _read(a.token_file).decode("utf-8", "replace").split()
         if not lines:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 ENV_PREFIX = "RNNSERVE_"
+CLIENT_PREFIX = "RNNSERVE_CLIENT_"  # the client CLI's variables (its token): a shell may hold both
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Settings:
     max_send_message_bytes: int = 4 << 20  # no reply comes near it (Trace messages are ~1 MiB)
     max_concurrent_rpcs: int = 1024  # RPCs in flight, health included; beyond it RESOURCE_EXHAUSTED at once
     max_request_s: float = 900.0  # time budget of any call: 100,000 chars at ~250 chars/s in a full batch take 400 s
+    keepalive_s: float = 20.0  # ping a client connection with calls this often; unanswered this long, it is dropped
 
     grace_s: float = 30.0  # on SIGTERM, how long running requests may take to finish
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
@@ -67,7 +69,8 @@ class Settings:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
                     "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "inter_op_threads",
-                    "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "max_request_s")
+                    "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "max_request_s",
+                    "keepalive_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")
@@ -90,7 +93,7 @@ class Settings:
         types = {f.name: f.type for f in fields(cls)}
         values = {}
         for key, text in environ.items():
-            if not key.startswith(ENV_PREFIX):
+            if not key.startswith(ENV_PREFIX) or key.startswith(CLIENT_PREFIX):
                 continue
             name = key[len(ENV_PREFIX):].lower()
             if name not in types:

@@ -245,7 +245,7 @@ def test_the_server_process_refuses_to_start_with_a_missing_key_file(model_repo,
 
 
 def _client(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "RNNSERVE_TOKEN"} | (env or {})
+    environ = {k: v for k, v in os.environ.items() if k != "RNNSERVE_CLIENT_TOKEN"} | (env or {})
     return subprocess.run([sys.executable, "-m", "service.client", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env=environ)
 
@@ -256,11 +256,11 @@ def test_cli_client_talks_to_a_tls_and_token_server(secured, pki):
     r = _client(*target, "--token-file", pki.tokens, "generate", "--model", "tiny-lstm", "ROMEO:", "-n", "20", "--seed", "1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ROMEO:") and len(r.stdout.rstrip("\n")) == len("ROMEO:") + 20
-    r = _client(*target, "classify", "--model", "tiny-sentiment", "fine", env={"RNNSERVE_TOKEN": NEXT_TOKEN})
+    r = _client(*target, "classify", "--model", "tiny-sentiment", "fine", env={"RNNSERVE_CLIENT_TOKEN": NEXT_TOKEN})
     assert r.returncode == 0 and r.stdout.endswith("\tfine\n"), r.stderr
     r = _client(*target, "models")
     assert r.returncode == 1 and f"error: UNAUTHENTICATED: {MISSING}" in r.stderr
-    r = _client(*target, "models", env={"RNNSERVE_TOKEN": WRONG})
+    r = _client(*target, "models", env={"RNNSERVE_CLIENT_TOKEN": WRONG})
     assert r.returncode == 1 and f"error: UNAUTHENTICATED: {INVALID}" in r.stderr
 
 

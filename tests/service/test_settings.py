@@ -12,7 +12,8 @@ from service.settings import Settings
 def test_defaults_env_then_flags():
     assert Settings.load([], {}) == Settings()
     s = Settings.load(["--max-streams", "8", "--classify-max-delay-ms=0.5"],
-                      {"RNNSERVE_MAX_STREAMS": "32", "RNNSERVE_PORT": "6000", "RNNSERVE_MODEL_DIR": "/m", "HOME": "/x"})
+                      {"RNNSERVE_MAX_STREAMS": "32", "RNNSERVE_PORT": "6000", "RNNSERVE_MODEL_DIR": "/m", "HOME": "/x",
+                       "RNNSERVE_CLIENT_TOKEN": "the client CLI's, in the same shell"})
     assert (s.max_streams, s.port, s.model_dir, s.classify_max_delay_ms) == (8, 6000, "/m", 0.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.port = 1

@@ -51,6 +51,7 @@ def _keepalive(keepalive_s: float) -> list[tuple[str, int]]:
     leaves its streams running and their text piling up until grpc sees it gone; only an unanswered ping does."""
     ms = round(keepalive_s * 1000)
     return [("grpc.keepalive_time_ms", ms), ("grpc.keepalive_timeout_ms", ms),
+            ("grpc.http2.ping_timeout_ms", ms),  # in current gRPC core this one decides: its default is 60 s
             ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.http2.max_pings_without_data", 0)]  # a stalled stream sends no data: keep pinging anyway
 

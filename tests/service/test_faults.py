@@ -206,6 +206,23 @@ def test_a_client_that_stops_reading_blocks_no_one_and_ends_at_its_deadline(faul
     assert sched.n_open == 0
 
 
+def test_a_client_whose_host_vanished_is_dropped_by_keepalive(serve):
+    """No FIN, no RST, no deadline: only the server's unanswered HTTP/2 ping can tell such a client is gone."""
+    pinging = serve(max_streams=4, max_tokens_limit=1_000_000, keepalive_s=1.0)
+    sched = _scheduler(pinging)
+    active = _active(pinging)
+    with watched(pinging) as freed, client(pinging.port, 2) as vanished:
+        vanished.send_signal(signal.SIGSTOP)  # from the server's side, a host that is gone: nothing answers
+        t_gone = time.perf_counter()
+        assert _active(pinging) == active + 2
+        assert pinging.wait_for(lambda: _active(pinging) == active, timeout=120)  # within ~2 keepalive periods
+        assert vanished.poll() is None
+        measured = freed.steps_and_ms(since=t_gone)
+    assert len(measured) == 2 and sched.n_open == 0
+    _assert_within_one_step(measured)
+    report("vanished host (stopped client, no deadline) dropped by 1 s keepalive", measured)
+
+
 def _run(call: grpc.Call, cancel_after: int = 0) -> tuple[str, grpc.StatusCode]:
     """Read a stream to its end (or cancel it after that many messages): its text and status code."""
     text = []

@@ -134,8 +134,8 @@ class Scheduler:
     def _run(self) -> None:
         while not self.stopping:
             try:
-                if not (self.batch or self.prefilling):
-                    self.wake.wait()
+                if not (self.batch or self.prefilling or (self.waiting and self.free)):
+                    self.wake.wait()  # nothing to run and nothing to admit: sleep until a request or cancel
                 self.wake.clear()
                 self._mail()
                 if self.prefilling:

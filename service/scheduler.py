@@ -112,7 +112,7 @@ class Scheduler:
         for stream, item in events:
             if stream.closed:
                 continue
-            stream.queue.put_nowait(item)
+            stream.put(item)
             if isinstance(item, Exception) or item.finished is not None:
                 stream.closed = True
                 self.n_open -= 1

@@ -189,7 +189,7 @@ def test_a_client_that_stops_reading_blocks_no_one_and_ends_at_its_deadline(faul
         stream = next(s for s in list(sched.batch.streams) if s.params.max_tokens == LONG["max_tokens"])
         # Text piles up on the server side: gRPC flow control holds back the writes, and the handler
         # waits on them, while the decode thread keeps producing the stream's characters.
-        assert faulty.wait_for(lambda: stream.queue.qsize() > 200, timeout=60), stream.queue.qsize()
+        assert faulty.wait_for(lambda: stream.unsent_chars > 200, timeout=60), stream.unsent_chars
         assert generate(faulty.stub, **other)[0] == alone  # decoded beside the stalled stream, unaffected
         assert _active(faulty) == active + 1  # the stalled stream still holds its slot...
         # ...until its 20 s deadline passes: the server ends it although the client never reads again.

@@ -1,7 +1,7 @@
 """Load generator: concurrent streams and a Classify rate, capacity sweeps, overload and a bounded soak.
 
     python -m bench.load streams  --streams 32 --rate 50 --seconds 30
-    python -m bench.load capacity --sweep 1,8,16,32,64,96,128 --p99-ms 50 --rates 25,50,100,200,400,800 --classify-p99-ms 100
+    python -m bench.load capacity --seconds 10 --p99-ms 50 --classify-p99-ms 100
     python -m bench.load overload --max-streams 16 --max-queue 8 --seconds 15
     python -m bench.load soak     --seconds 600
 
@@ -291,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=200, help="characters per stream before it restarts")
     p.add_argument("--streams", type=int, help="streams / stream workers (streams: 32, soak: 8)")
     p.add_argument("--rate", type=float, help="Classify requests per second, open loop (streams: 50, soak: 20)")
-    p.add_argument("--sweep", default="1,8,16,32,64,96,128", help="capacity: stream counts")
-    p.add_argument("--rates", default="25,50,100,200,400,800,1600", help="capacity: Classify rates")
+    p.add_argument("--sweep", default="1,8,16,32,64,96,128,192,256,384,512", help="capacity: stream counts ('' for none)")
+    p.add_argument("--rates", default="25,50,100,200,400,600,800,1200,1600", help="capacity: Classify rates ('' for none)")
     p.add_argument("--p99-ms", type=float, default=50.0, help="capacity: bound on p99 inter-char latency")
     p.add_argument("--classify-p99-ms", type=float, default=100.0, help="capacity: bound on p99 Classify latency")
     p.add_argument("--max-streams", type=int, default=16, help="overload: the server's --max-streams")
@@ -305,11 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = a.seconds or {"streams": 30, "capacity": 10, "overload": 15, "soak": 600}[a.mode]
     clf = a.classifier or None
     texts = sst2_texts()
-    sweep, rates = [int(x) for x in a.sweep.split(",")], [float(x) for x in a.rates.split(",")]
+    sweep, rates = [int(x) for x in a.sweep.split(",") if x], [float(x) for x in a.rates.split(",") if x]
     n = a.streams if a.streams is not None else {"soak": 8}.get(a.mode, 32)
     rate = a.rate if a.rate is not None else {"soak": 20.0}.get(a.mode, 50.0)
-    flags = {"streams": ["--max-streams", str(max(n, 64))], "capacity": ["--max-streams", str(max(sweep)),
-                                                                           "--max-queue", str(max(sweep))],
+    flags = {"streams": ["--max-streams", str(max(n, 64))], "capacity": ["--max-streams", str(max(sweep, default=64)),
+                                                                           "--max-queue", str(max(sweep, default=64))],
              "overload": ["--max-streams", str(a.max_streams), "--max-queue", str(a.max_queue)],
              "soak": []}[a.mode] + shlex.split(a.server_args)
     with target(a.model_dir, flags, a.target, a.target_metrics, a.target_pid) as t:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,9 @@ def test_unknown_names_and_bad_values_are_errors():
         Settings.load(["--max-streams", "0"], {})
     with pytest.raises(ValueError, match="default_max_tokens"):
         Settings(max_tokens_limit=10, default_max_tokens=20)
+
+
+def test_the_settings_table_in_docs_lists_every_setting():
+    table = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
+    for f in dataclasses.fields(Settings):
+        assert f"| `--{f.name.replace('_', '-')}` | `RNNSERVE_{f.name.upper()}` |" in table, f.name

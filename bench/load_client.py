@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from array import array
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,7 +26,8 @@ from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 EXPECTED: dict[str, frozenset[str]] = {
     "stream": frozenset({"OK"}),
     "classify": frozenset({"OK"}),
-    "over": frozenset({"OK", "RESOURCE_EXHAUSTED"}),  # overload: any stream may be refused
+    "over": frozenset({"OK", "RESOURCE_EXHAUSTED"}),  # overload: a stream that keeps the server full, may be refused
+    "excess": frozenset({"OK", "RESOURCE_EXHAUSTED"}),  # overload: one beyond the limits, refused unless a slot was free
     "cancel": frozenset({"CANCELLED"}),
     "deadline": frozenset({"DEADLINE_EXCEEDED"}),
     "invalid": frozenset({"INVALID_ARGUMENT"}),
@@ -58,7 +59,7 @@ class Tally:
     ttfc: list[float] = field(default_factory=list)  # send -> first character, per stream
     classify_latency: list[float] = field(default_factory=list)  # scheduled send -> reply
     classify_ok: int = 0
-    refusals: list[float] = field(default_factory=list)  # send -> RESOURCE_EXHAUSTED
+    refusals: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # design -> send -> refusal
     outcomes: Counter = field(default_factory=Counter)  # (design, final code) -> requests
     details: dict[tuple[str, str], str] = field(default_factory=dict)  # the first error message of each outcome
 
@@ -87,8 +88,9 @@ class Tally:
              "generate_codes": self.codes("Generate"), "classify_codes": self.codes("Classify"),
              "unexpected": {f"{d}:{c}": n for (d, c), n in self.unexpected().items()},
              "unexpected_details": {f"{d}:{c}": self.details.get((d, c), "") for d, c in self.unexpected()}}
+        refusals = [x for design in self.refusals.values() for x in design]
         for key, values in (("inter_char", self.gaps), ("ttfc", self.ttfc), ("classify", self.classify_latency),
-                            ("refusal", self.refusals)):
+                            ("refusal", refusals), *((f"refusal_{d}", v) for d, v in self.refusals.items())):
             r[f"{key}_n"] = len(values)
             r[f"{key}_p50_ms"], r[f"{key}_p99_ms"] = percentiles_ms(values)
         r["classify_per_s"] = self.classify_ok / seconds
@@ -139,7 +141,7 @@ async def stream_once(stub: pb_grpc.InferenceStub, tally: Tally, req: pb.Generat
     except grpc.aio.AioRpcError as err:
         code = err.code().name
         if code == "RESOURCE_EXHAUSTED":
-            tally.refusals.append(time.perf_counter() - t0)
+            tally.refusals[design].append(time.perf_counter() - t0)
         if code == "INVALID_ARGUMENT" and field_name and not (err.details() or "").startswith(field_name):
             code = "INVALID_ARGUMENT(field not named)"
         tally.details.setdefault((design, code), err.details() or "")
@@ -148,7 +150,7 @@ async def stream_once(stub: pb_grpc.InferenceStub, tally: Tally, req: pb.Generat
 
 
 async def hold_streams(stub: pb_grpc.InferenceStub, tally: Tally, n: int, model: str, max_tokens: int,
-                       design: str = "stream", retry_s: float = 0.01) -> None:
+                       design: str = "stream", retry_s: float = 0.05) -> None:
     """n workers, each running one stream after another until the window ends; a refused one retries after ~retry_s.
 
     No stream is cut at the end: the last ones run to their finish outside the window.
@@ -213,7 +215,7 @@ async def classify_rate(stub: pb_grpc.InferenceStub, tally: Tally, model: str, t
 async def excess_rate(stub: pb_grpc.InferenceStub, tally: Tally, model: str, max_tokens: int, rate: float) -> None:
     """Generate at `rate` requests/s, open loop, at a server already full: each should be refused at once."""
     def fire(i: int, due: float) -> Awaitable[str]:
-        return stream_once(stub, tally, stream_request(model, max_tokens, seed=(1 << 40) + i), "over", sent=due)
+        return stream_once(stub, tally, stream_request(model, max_tokens, seed=(1 << 40) + i), "excess", sent=due)
 
     await open_loop(tally, rate, fire)
 

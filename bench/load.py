@@ -2,14 +2,16 @@
 
     python -m bench.load streams  --streams 32 --rate 50 --seconds 30
     python -m bench.load capacity --seconds 10 --p99-ms 50 --classify-p99-ms 100
-    python -m bench.load overload --max-streams 16 --max-queue 8 --seconds 15
+    python -m bench.load overload --max-streams 16 --max-queue 8 --excess-rates 100,300,1000 --seconds 15
     python -m bench.load soak     --seconds 600
 
 Each mode starts `python -m service` over --model-dir on free ports with metrics on (or loads a
 server already running at --target), prints a table and writes a JSON (--out). Latencies are
 measured by the client as characters arrive (flush_chars=1); where the server's /metrics is
-known its own inter-character histogram is reported beside them. The soak exits non-zero on any
-unexpected status code, a server that died, or load gauges that did not return to zero.
+known its own inter-character histogram is reported beside them, with the CPU the server and
+this client used (on a small machine they compete). soak and overload exit non-zero on any
+unexpected status code or load gauges that did not return to zero (soak: or a server that died;
+overload: or nothing refused).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench.failover import nginx_config
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from tests.deploy.conftest import DEPLOY, free_port, generate, health, http_get, metric, process, require, wait_until
 
@@ -18,21 +19,8 @@ MODEL = "tiny-lstm"
 
 
 def loopback_config(tmp: Path, upstreams: list[str], grpc_port: int, status_port: int) -> Path:
-    """The deploy config with only its addresses and file locations changed; every change must apply exactly once."""
-    text = (DEPLOY / "nginx" / "nginx.conf").read_text()
-    changes = [
-        (r"server rnnserve:50051 ([^;]*);", "\n        ".join(rf"server {u} \1;" for u in upstreams)),
-        (r"listen 8080 http2;", f"listen 127.0.0.1:{grpc_port} http2;"),
-        (r"listen 8081;", f"listen 127.0.0.1:{status_port};"),
-        (r"pid /tmp/nginx.pid;", f"pid {tmp}/nginx.pid;"),
-        (r"access_log /dev/stdout grpc;", f"access_log {tmp}/access.log grpc;"),
-    ]
-    for pattern, replacement in changes:
-        text, n = re.subn(pattern, replacement, text)
-        assert n == 1, f"deploy/nginx/nginx.conf no longer has exactly one `{pattern}`"
-    path = tmp / "nginx.conf"
-    path.write_text(text)
-    return path
+    """The deploy config with only its addresses and file locations changed (it must still have each of them once)."""
+    return nginx_config(DEPLOY / "nginx" / "nginx.conf", tmp, upstreams, grpc_port, status_port)
 
 
 @pytest.fixture

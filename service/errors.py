@@ -109,19 +109,23 @@ async def _write(context: grpc.aio.ServicerContext, reply: Any, max_bytes: int) 
         raise ResourceExhausted(f"a reply of {size} bytes is over max_send_message_bytes = {max_bytes}") from None
 
 
-def _mapped(err: Exception, budget: asyncio.Timeout, budget_s: float) -> Exception:
+def budget_error(err: Exception, budget: asyncio.Timeout, budget_s: float) -> Exception:
     """The budget's TimeoutError is OverBudget; any other exception is itself."""
     return OverBudget(budget_s) if isinstance(err, TimeoutError) and budget.expired() else err
 
 
-def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
+def rpc(method: Callable[..., Any] | None = None, *, budget: bool = True) -> Callable[..., Any]:
     """Wrap a servicer method (coroutine or async generator): a time budget, exceptions to status codes, counts.
 
     ServiceError -> its code and message; anything else -> INTERNAL with a generic message, the
     traceback going to the server log with the method name, never to the client. A call still
     running after the server's max_request_s ends with DEADLINE_EXCEEDED (OverBudget); being
     cancelled where it waits, a stream leaves its slot as it does when the client goes away.
+    `@rpc(budget=False)`: a session that carries many requests (v2 ModelStreamInfer) is not one
+    request; it budgets each of them itself.
     """
+    if method is None:
+        return functools.partial(rpc, budget=budget)
     name = method.__name__
 
     def fail(context: grpc.aio.ServicerContext, err: Exception, t0: float) -> None:
@@ -141,9 +145,9 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             t0, settings = time.perf_counter(), _settings(self)
             budget_s, max_bytes = settings.max_request_s, settings.max_send_message_bytes
             replies = method(self, request, context)
-            budget = asyncio.timeout(budget_s)
+            deadline = asyncio.timeout(budget_s if budget else None)
             try:
-                async with budget:
+                async with deadline:
                     async for item in replies:
                         await _write(context, item, max_bytes)
             except asyncio.CancelledError:
@@ -152,7 +156,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             except grpc.aio.AbortError:
                 raise
             except Exception as err:
-                fail(context, _mapped(err, budget, budget_s), t0)
+                fail(context, budget_error(err, deadline, budget_s), t0)
             else:
                 metrics.observe_request(name, "OK", time.perf_counter() - t0)
             finally:
@@ -162,9 +166,9 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         t0, budget_s = time.perf_counter(), _settings(self).max_request_s
-        budget = asyncio.timeout(budget_s)
+        deadline = asyncio.timeout(budget_s if budget else None)
         try:
-            async with budget:
+            async with deadline:
                 reply = await method(self, request, context)
         except asyncio.CancelledError:
             metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
@@ -172,7 +176,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
         except grpc.aio.AbortError:
             raise
         except Exception as err:
-            fail(context, _mapped(err, budget, budget_s), t0)
+            fail(context, budget_error(err, deadline, budget_s), t0)
             return None
         metrics.observe_request(name, "OK", time.perf_counter() - t0)
         return reply

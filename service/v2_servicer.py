@@ -11,7 +11,7 @@ import numpy as np
 
 from service import metrics, v2_params
 from service.batcher import Batcher
-from service.errors import InvalidArgument, NotFound, Unavailable, describe, rpc
+from service.errors import InvalidArgument, NotFound, Unavailable, budget_error, describe, rpc
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.inference import model_config_pb2 as mc
@@ -109,7 +109,7 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         replies = [r async for r in self._infer(model, request, stream=False)]
         return replies[-1]
 
-    @rpc
+    @rpc(budget=False)
     async def ModelStreamInfer(self, requests: AsyncIterator[v2.ModelInferRequest],  # noqa: N802
                                context) -> AsyncIterator[v2.ModelStreamInferResponse]:
         """Each request runs as it arrives, concurrently; a failed one is an error_message, the stream goes on."""
@@ -117,12 +117,16 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         tasks: set[asyncio.Task] = set()
 
         async def one(request: v2.ModelInferRequest) -> None:
-            t0, code = time.perf_counter(), "OK"
+            """One request of the session, under the time budget of a request."""
+            t0, code, budget_s = time.perf_counter(), "OK", self.native.settings.max_request_s
+            budget = asyncio.timeout(budget_s)
             try:
-                async for reply in self._infer(self._model(request.model_name, request.model_version), request, stream=True):
-                    await out.put(v2.ModelStreamInferResponse(infer_response=reply))
+                async with budget:
+                    model = self._model(request.model_name, request.model_version)
+                    async for reply in self._infer(model, request, stream=True):
+                        await out.put(v2.ModelStreamInferResponse(infer_response=reply))
             except Exception as err:
-                status, message = describe(err, "ModelStreamInfer")
+                status, message = describe(budget_error(err, budget, budget_s), "ModelStreamInfer")
                 code = status.name
                 await out.put(v2.ModelStreamInferResponse(  # the id (and model) say which request failed
                     error_message=message, infer_response=v2.ModelInferResponse(model_name=request.model_name, id=request.id)))

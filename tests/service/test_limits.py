@@ -8,7 +8,11 @@ import time
 import grpc
 import pytest
 
+from service.gen.inference import grpc_service_pb2 as v2
+from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.settings import Settings
+from service.v2_params import pack_bytes
+from service.v2_servicer import FINAL
 from tests.service.harness import patched_run, pb, slowed
 
 BUDGET_MESSAGE = "the server's time budget for a request ran out: max_request_s = 1.5 s"
@@ -142,3 +146,33 @@ def test_a_client_that_reads_nothing_is_ended_by_the_budget(budgeted):
         assert s.wait_for(lambda: s.server.open_streams() == 0, timeout=30)
         err = _error(lambda: list(call))
     assert (err.code(), err.details()) == (grpc.StatusCode.DEADLINE_EXCEEDED, BUDGET_MESSAGE)
+
+
+def test_a_v2_stream_session_outlives_the_budget_which_applies_to_each_of_its_requests(budgeted):
+    """A decoupled v2 stream carries many requests over a long session: only a request over budget ends."""
+    s = budgeted
+    stub = v2_grpc.GRPCInferenceServiceStub(s.channel)
+    sent_last = threading.Event()
+
+    def requests():
+        yield _v2_generate("long", max_tokens=50_000)  # >= 250 s of slowed steps: over the 1.5 s budget
+        yield _v2_generate("early", max_tokens=5)
+        time.sleep(2.5)  # the session is now older than the budget
+        yield _v2_generate("late", max_tokens=5)
+        sent_last.set()
+
+    with patched_run(s, "tiny-lstm", slowed(0.005)):
+        replies = list(stub.ModelStreamInfer(requests(), timeout=120))
+    assert sent_last.is_set()
+    errors = {r.infer_response.id: r.error_message for r in replies if r.error_message}
+    finals = {r.infer_response.id for r in replies if r.infer_response.parameters[FINAL].bool_param}
+    assert errors == {"long": BUDGET_MESSAGE}
+    assert finals == {"early", "late"}
+
+
+def _v2_generate(request_id: str, max_tokens: int) -> v2.ModelInferRequest:
+    req = v2.ModelInferRequest(model_name="tiny-lstm", id=request_id, inputs=[v2.ModelInferRequest.InferInputTensor(
+        name="prompt", datatype="BYTES", shape=[1])])
+    req.raw_input_contents.append(pack_bytes([b"ROMEO:"]))
+    req.parameters["max_tokens"].int64_param = max_tokens
+    return req

@@ -2,6 +2,9 @@
 
 python grpc_health_probe.py [--addr HOST:PORT] [--service NAME]; "" (the default) is the whole server,
 "rnnserve.v1.Inference/<model>" one model. A stand-in for the grpc_health_probe binary.
+
+A server with TLS needs --tls-ca (and --tls-cert/--tls-key with mutual TLS); --server-name names the
+certificate's host when the probe dials 127.0.0.1. Health needs no bearer token.
 """
 
 from __future__ import annotations
@@ -14,13 +17,32 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+def _channel(a: argparse.Namespace) -> grpc.Channel:
+    if not a.tls_ca:
+        return grpc.insecure_channel(a.addr)
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    credentials = grpc.ssl_channel_credentials(read(a.tls_ca), read(a.tls_key), read(a.tls_cert))
+    options = [("grpc.ssl_target_name_override", a.server_name)] if a.server_name else []
+    return grpc.secure_channel(a.addr, credentials, options)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--addr", default=f"127.0.0.1:{os.environ.get('RNNSERVE_PORT', '50051')}")
     p.add_argument("--service", default="", help='health service name; "" = the whole server')
     p.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    p.add_argument("--tls-ca", metavar="PEM", help="speak TLS, trusting this CA bundle")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS), with --tls-key")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--server-name", help="the host name the server's certificate is for (default: from --addr)")
     a = p.parse_args(argv)
-    with grpc.insecure_channel(a.addr) as channel:
+    with _channel(a) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=a.service),
                                                               timeout=a.timeout)

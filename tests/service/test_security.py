@@ -280,3 +280,19 @@ def test_cli_client_tls_flags_turn_tls_on_and_go_in_pairs(serve, pki):
     assert r.returncode == 1 and "error: UNAVAILABLE" in r.stderr
     r = _client(*target, "--tls-cert", pki.client_cert, "models")
     assert r.returncode == 1 and "--tls-cert and --tls-key go together" in r.stderr
+
+
+def test_the_image_health_probe_speaks_tls_and_mutual_tls(secured, mutual, pki):
+    probe = str(ROOT / "deploy" / "grpc_health_probe.py")
+
+    def run(port: int, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, probe, "--addr", f"127.0.0.1:{port}", "--timeout", "30", *flags],
+                              capture_output=True, text=True, timeout=60)
+
+    tls_port = secured[0].port
+    r = run(tls_port, "--tls-ca", pki.ca, "--server-name", "localhost")  # health: open without a token
+    assert r.returncode == 0 and "SERVING" in r.stdout, r.stderr
+    assert run(tls_port).returncode == 1  # plain text cannot talk to it
+    r = run(mutual.port, "--tls-ca", pki.ca, "--tls-cert", pki.client_cert, "--tls-key", pki.client_key)
+    assert r.returncode == 0 and "SERVING" in r.stdout, r.stderr
+    assert run(mutual.port, "--tls-ca", pki.ca).returncode == 1  # mutual TLS: no client certificate, no answer

@@ -111,13 +111,14 @@ def promql(base: str, query: str) -> list[dict]:
 class Replica:
     """`python -m service` in its own process on loopback ports, as a deployment runs it."""
 
-    def __init__(self, model_dir: Path, log: Path) -> None:
+    def __init__(self, model_dir: Path, log: Path, **settings: str) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
         env.update(RNNSERVE_MODEL_DIR=str(model_dir), RNNSERVE_HOST="127.0.0.1", RNNSERVE_PORT=str(self.port),
                    RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(self.metrics_port),
                    RNNSERVE_INTRA_OP_THREADS="1", RNNSERVE_GRACE_S="5")
+        env.update({f"RNNSERVE_{name.upper()}": value for name, value in settings.items()})
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log.open("w"),
                                      stderr=subprocess.STDOUT)
@@ -143,12 +144,12 @@ class Replica:
 
 @pytest.fixture
 def replicas(model_repo: Path, tmp_path: Path) -> Iterator[Callable[[int], list[Replica]]]:
-    """replicas(n) -> n rnnserve processes over the session's tiny models; all stopped at the end."""
+    """replicas(n, **settings) -> n rnnserve processes over the session's tiny models; all stopped at the end."""
     started: list[Replica] = []
 
-    def start(n: int) -> list[Replica]:
+    def start(n: int, **settings: str) -> list[Replica]:
         for _ in range(n):
-            started.append(Replica(model_repo, tmp_path / f"rnnserve-{len(started)}.log"))
+            started.append(Replica(model_repo, tmp_path / f"rnnserve-{len(started)}.log", **settings))
         return started[-n:]
 
     yield start

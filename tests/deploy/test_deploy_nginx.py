@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -23,11 +25,10 @@ def loopback_config(tmp: Path, upstreams: list[str], grpc_port: int, status_port
     return nginx_config(DEPLOY / "nginx" / "nginx.conf", tmp, upstreams, grpc_port, status_port)
 
 
-@pytest.fixture
-def balancer(replicas, tmp_path):
-    """Two replicas behind nginx running the deploy config: (grpc target, status url, replicas, access log)."""
+@contextmanager
+def behind_nginx(pair: list, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """nginx running the deploy config in front of these replicas: (its gRPC target, its status URL)."""
     require("nginx")
-    pair = replicas(2)
     grpc_port, status_port = free_port(), free_port()
     conf = loopback_config(tmp_path, [r.target for r in pair], grpc_port, status_port)
     test = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
@@ -38,7 +39,16 @@ def balancer(replicas, tmp_path):
                  tmp_path / "nginx.out"):
         target = f"127.0.0.1:{grpc_port}"
         wait_until(lambda: health(target) == "SERVING", 30, f"nginx on {target}")
-        yield target, f"http://127.0.0.1:{status_port}", pair, tmp_path / "access.log"
+        yield target, f"http://127.0.0.1:{status_port}"
+
+
+@pytest.fixture
+def balancer(replicas, tmp_path):
+    """Two replicas behind nginx running the deploy config: (grpc target, status url, replicas, access log)."""
+    require("nginx")
+    pair = replicas(2)
+    with behind_nginx(pair, tmp_path) as (target, status):
+        yield target, status, pair, tmp_path / "access.log"
 
 
 def chars(replica) -> float:

@@ -10,12 +10,15 @@ import pytest
 
 from service.artifact import MODEL_FILE, Meta
 from service.tokenizer import Tokenizer
-from tests.service.harness import generate, pb
+from tests.service.harness import generate, patched_run, pb, slowed
 
 
 def test_streams_text_in_chunks_then_a_final_message(server):
-    text, replies = generate(server.stub, model="tiny-lstm", prompt="ROMEO:", max_tokens=50, seed=3, flush_chars=7,
-                             flush_ms=10_000)
+    # Steps of >= 2 ms: the 50 characters take >= 100 ms, so they cannot all be ready at one delivery
+    # (every 1 ms) even when a loaded machine delays the event loop by a few ms.
+    with patched_run(server, "tiny-lstm", slowed(0.002)):
+        text, replies = generate(server.stub, model="tiny-lstm", prompt="ROMEO:", max_tokens=50, seed=3, flush_chars=7,
+                                 flush_ms=10_000)
     assert len(text) == 50 and len(replies) >= 2
     assert all(len(r.text) % 7 == 0 and not r.HasField("finished") for r in replies[:-1])  # whole chunks (maybe merged)
     final = replies[-1].finished

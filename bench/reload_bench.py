@@ -1,6 +1,7 @@
 """Hot reload under load: model versions come and go while streams and a Classify rate run; none may fail.
 
     python -m bench.reload_bench --seconds 60 --period 4
+    python -m bench.reload_bench --cycles 80      # do retired versions release their memory and threads?
 
 Copies the char LM and the classifier from --model-dir into a scratch repository and serves it.
 It first measures the load alone, then runs the same load while, every --period seconds, it
@@ -91,6 +92,30 @@ def run_reload(t: Target, repo: Path, lm: str, classifier: str, n: int, rate: fl
     return r
 
 
+def run_cycles(t: Target, repo: Path, lm: str, cycles: int) -> list[tuple[int, float, int]]:
+    """Add and remove a version `cycles` times, a generation on each: (cycle, RSS MB, threads) every 10 cycles.
+
+    Retired versions must be released: their ONNX Runtime sessions, buffers and decode threads.
+    """
+    rows, version = [], 1
+    with grpc.insecure_channel(t.address) as channel:
+        admin, stub = pb_grpc.AdminStub(channel), pb_grpc.InferenceStub(channel)
+        for cycle in range(1, cycles + 1):
+            staging = repo.parent / "staging"
+            shutil.copytree(repo / lm / str(version), staging)
+            staging.rename(repo / lm / str(version + 1))
+            assert len(admin.ReloadModels(pb.ReloadModelsRequest(), timeout=120).loaded) == 1
+            list(stub.Generate(pb.GenerateRequest(model=lm, prompt="A", max_tokens=20), timeout=60))
+            shutil.rmtree(repo / lm / str(version))
+            version += 1
+            assert len(admin.ReloadModels(pb.ReloadModelsRequest(), timeout=120).unloaded) == 1
+            if cycle % 10 == 0:
+                time.sleep(0.5)  # the retired engine closes once its last request has ended
+                rows.append((cycle, t.rss_mb(), len(list(Path(f"/proc/{t.pid}/task").iterdir()))))
+                print(f"  cycle {cycle}: RSS {rows[-1][1]:.0f} MB, {rows[-1][2]} threads", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.reload_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,11 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="length of each of the two runs")
     p.add_argument("--period", type=float, default=4.0, help="seconds per add / remove / replace cycle")
     p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--cycles", type=int, default=0,
+                   help="instead of the load runs: add and remove a version this many times, RSS every 10 cycles")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "reload.json"))
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rnnserve-reload-") as tmp:
         repo = scratch_repository(Path(a.model_dir), a.lm, a.classifier, Path(tmp))
         with target(str(repo), ["--max-streams", str(max(a.streams, 64))]) as t:
+            if a.cycles:
+                rows = run_cycles(t, repo, a.lm, a.cycles)
+                rss = [mb for _, mb, _ in rows]
+                print(f"\n{a.cycles} reload cycles: RSS {min(rss):.0f}-{max(rss):.0f} MB, threads "
+                      f"{sorted({n for *_, n in rows})}")
+                return 0
             r = run_reload(t, repo, a.lm, a.classifier, a.streams, a.rate, a.seconds, a.period, a.max_tokens,
                            sst2_texts())
     x, alone = r["reloading"], r["alone"]

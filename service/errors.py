@@ -109,18 +109,51 @@ async def _write(context: grpc.aio.ServicerContext, reply: Any, max_bytes: int) 
         raise ResourceExhausted(f"a reply of {size} bytes is over max_send_message_bytes = {max_bytes}") from None
 
 
-def budget_error(err: Exception, budget: asyncio.Timeout, budget_s: float) -> Exception:
-    """The budget's TimeoutError is OverBudget; any other exception is itself."""
+def budget_error(err: Exception, budget: asyncio.Timeout, budget_s: float | None) -> Exception:
+    """The budget's TimeoutError is OverBudget; any other exception is itself (None: no budget, none expires)."""
     return OverBudget(budget_s) if isinstance(err, TimeoutError) and budget.expired() else err
+
+
+class _Ending:
+    """Around one call: its time budget, and how it ended, counted once by its final code.
+
+    An exception becomes the call's status (ServiceError: its code and message; anything else:
+    INTERNAL, the traceback going to the log only). The status is set, not raised with
+    context.abort: grpc keeps abort's AbortError in a reference cycle with the call's frames, holding
+    the request (up to max_receive_message_bytes) until Python's next full garbage collection, which
+    under a stream of refused large requests comes late. Cancellation and aborts pass through.
+    """
+
+    def __init__(self, name: str, context: grpc.aio.ServicerContext, budget_s: float | None) -> None:
+        self.name, self.context, self.budget_s = name, context, budget_s
+        self.t0 = time.perf_counter()
+        self.deadline = asyncio.timeout(budget_s)
+
+    def __enter__(self) -> _Ending:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: object) -> bool:
+        seconds = time.perf_counter() - self.t0
+        if err is None:
+            metrics.observe_request(self.name, "OK", seconds)
+            return False
+        if isinstance(err, asyncio.CancelledError):
+            metrics.observe_request(self.name, _ended_code(self.context).name, seconds)
+            return False
+        if isinstance(err, grpc.aio.AbortError) or not isinstance(err, Exception):
+            return False
+        code, message = describe(budget_error(err, self.deadline, self.budget_s), self.name)
+        metrics.observe_request(self.name, code.name, seconds)
+        self.context.set_code(code)
+        self.context.set_details(message)
+        return True
 
 
 def rpc(method: Callable[..., Any] | None = None, *, budget: bool = True) -> Callable[..., Any]:
     """Wrap a servicer method (coroutine or async generator): a time budget, exceptions to status codes, counts.
 
-    ServiceError -> its code and message; anything else -> INTERNAL with a generic message, the
-    traceback going to the server log with the method name, never to the client. A call still
-    running after the server's max_request_s ends with DEADLINE_EXCEEDED (OverBudget); being
-    cancelled where it waits, a stream leaves its slot as it does when the client goes away.
+    A call still running after the server's max_request_s ends with DEADLINE_EXCEEDED (OverBudget);
+    being cancelled where it waits, a stream leaves its slot as it does when the client goes away.
     `@rpc(budget=False)`: a session that carries many requests (v2 ModelStreamInfer) is not one
     request; it budgets each of them itself.
     """
@@ -128,58 +161,30 @@ def rpc(method: Callable[..., Any] | None = None, *, budget: bool = True) -> Cal
         return functools.partial(rpc, budget=budget)
     name = method.__name__
 
-    def fail(context: grpc.aio.ServicerContext, err: Exception, t0: float) -> None:
-        """Sets the status for the handler to return with. Not context.abort: grpc keeps abort's AbortError in a
-        reference cycle with the call's frames, holding the request (up to max_receive_message_bytes) until
-        Python's next full garbage collection, which under a stream of refused large requests comes late."""
-        code, message = describe(err, name)
-        metrics.observe_request(name, code.name, time.perf_counter() - t0)
-        context.set_code(code)
-        context.set_details(message)
-
     if inspect.isasyncgenfunction(method):
         # Sent with context.write inside the budget rather than yielded: time spent sending counts
         # too (a yielding generator waits outside any timeout of its own while grpc sends).
         @functools.wraps(method)
         async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
-            t0, settings = time.perf_counter(), _settings(self)
-            budget_s, max_bytes = settings.max_request_s, settings.max_send_message_bytes
+            settings = _settings(self)
+            ending = _Ending(name, context, settings.max_request_s if budget else None)
             replies = method(self, request, context)
-            deadline = asyncio.timeout(budget_s if budget else None)
             try:
-                async with deadline:
-                    async for item in replies:
-                        await _write(context, item, max_bytes)
-            except asyncio.CancelledError:
-                metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
-                raise
-            except grpc.aio.AbortError:
-                raise
-            except Exception as err:
-                fail(context, budget_error(err, deadline, budget_s), t0)
-            else:
-                metrics.observe_request(name, "OK", time.perf_counter() - t0)
+                with ending:
+                    async with ending.deadline:
+                        async for item in replies:
+                            await _write(context, item, settings.max_send_message_bytes)
             finally:
                 await replies.aclose()  # cancelled while writing: the generator's own cleanup runs now
         return stream
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        t0, budget_s = time.perf_counter(), _settings(self).max_request_s
-        deadline = asyncio.timeout(budget_s if budget else None)
-        try:
-            async with deadline:
-                reply = await method(self, request, context)
-        except asyncio.CancelledError:
-            metrics.observe_request(name, _ended_code(context).name, time.perf_counter() - t0)
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as err:
-            fail(context, budget_error(err, deadline, budget_s), t0)
-            return None
-        metrics.observe_request(name, "OK", time.perf_counter() - t0)
-        return reply
+        ending = _Ending(name, context, _settings(self).max_request_s if budget else None)
+        with ending:
+            async with ending.deadline:
+                return await method(self, request, context)
+        return None
     return unary
 
 

@@ -65,9 +65,9 @@ class Reloader:
         self.signatures: dict[Key, Signature] = {(m.name, m.version): signature(m.path) for m in repo.all()}
         # path -> the files that failed (None: refused by scan, before any file was read), and why; seeded
         # with the start-up load's refusals so that the first poll does not report them as news
-        loadable = {str(path) for _, _, path in scan(self.root)[0]} if self.root.is_dir() else set()
         self.failures: dict[str, tuple[Signature | None, str]] = {
-            path: (signature(Path(path)) if path in loadable else None, reason) for path, reason in repo.skipped.items()}
+            path: (signature(Path(path)) if path in repo.unloadable else None, reason)
+            for path, reason in repo.skipped.items()}
         self.retiring: dict[asyncio.Task, Engine] = {}  # drains of replaced or removed versions' engines
         self.lock = asyncio.Lock()
 

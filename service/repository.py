@@ -122,11 +122,13 @@ def scan(root: Path) -> tuple[list[tuple[str, int, Path]], dict[str, str]]:
 class Repository:
     """Every valid model version under a root directory, keyed by name then version."""
 
-    def __init__(self, models: list[Model], skipped: dict[str, str] | None = None) -> None:
+    def __init__(self, models: list[Model], skipped: dict[str, str] | None = None,
+                 unloadable: set[str] | None = None) -> None:
         self.models: dict[str, dict[int, Model]] = {}
         for m in sorted(models, key=lambda m: (m.name, m.version)):
             self.models.setdefault(m.name, {})[m.version] = m
         self.skipped = skipped or {}  # path -> reason
+        self.unloadable = unloadable or set()  # the skipped paths whose files failed to load (the rest failed scan)
 
     @classmethod
     def load(cls, root: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 1) -> Repository:
@@ -134,17 +136,18 @@ class Repository:
         candidates, skipped = scan(Path(root))
         for path, reason in skipped.items():
             log.error("skipping %s: %s", shown(path), reason)
-        models = []
+        models, unloadable = [], set()
         for name, version, path in candidates:
             try:
                 models.append(load_model(path, name, version, intra_op_threads, inter_op_threads))
                 log.info("loaded %s version %d from %s", name, version, shown(path))
             except Exception as err:  # any broken artifact is skipped; the rest keep serving
                 skipped[str(path)] = shown(f"{type(err).__name__}: {err}")  # one line, whatever the library said
+                unloadable.add(str(path))
                 log.error("skipping %s: %s", shown(path), skipped[str(path)])
         if not models:
             log.warning("no valid model under %s", shown(Path(root)))
-        return cls(models, skipped)
+        return cls(models, skipped, unloadable)
 
     def get(self, name: str, version: int = 0) -> Model:
         """The named version, or the latest when version is 0."""

@@ -21,7 +21,7 @@ K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 
 def run(args: list[str], env_extra: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     """A tool run on the files as committed: no compose variables from the caller's environment but env_extra."""
-    compose_vars = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text())) | {"TOKENS_FILE"}
+    compose_vars = {v for f in (COMPOSE, *DEPLOY.glob("compose.*.yml")) for v in re.findall(r"\$\{(\w+)", f.read_text())}
     env = {k: v for k, v in os.environ.items() if k not in compose_vars} | (env_extra or {})
     env["CONTAINERS_CONF"] = str(DEPLOY / "podman-containers.conf")
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, **kwargs)

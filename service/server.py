@@ -31,6 +31,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 V2_SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # Open Inference Protocol
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+# grpc.stop(0) cancels every call in flight, a new request being refused with UNAVAILABLE at that very
+# moment included: its client saw CANCELLED. This much grace lets such quick answers go out.
+STOP_FLOOR_S = 0.25
 
 
 def health_name(model: str) -> str:
@@ -122,7 +125,7 @@ class Server:
         deadline = time.monotonic() + grace_s
         while self.open_streams() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self.grpc.stop(max(0.0, min(1.0, deadline - time.monotonic())))
+        await self.grpc.stop(max(STOP_FLOOR_S, min(1.0, deadline - time.monotonic())))
         async with self.reloader.lock:  # a reload in progress finishes its swap first
             for engine in self.engines.values():
                 await engine.close() if isinstance(engine, Batcher) else engine.close()

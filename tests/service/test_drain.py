@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from typing import NamedTuple
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -50,14 +51,23 @@ class Stream(threading.Thread):
         self.ended = time.monotonic()
 
 
+class Sent(NamedTuple):
+    """One request of NewRequests: when it was sent and answered (monotonic s), its method and status code."""
+
+    sent: float
+    ended: float
+    method: str
+    code: grpc.StatusCode | None
+
+
 class NewRequests(threading.Thread):
-    """A client that keeps sending short Generate and Classify requests: (time sent, method, status code) each."""
+    """A client that keeps sending short Generate and Classify requests, one at a time."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
         self.channel = grpc.insecure_channel(f"localhost:{port}")
         self.stub = pb_grpc.InferenceStub(self.channel)
-        self.sent: list[tuple[float, str, grpc.StatusCode | None]] = []
+        self.sent: list[Sent] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -71,7 +81,7 @@ class NewRequests(threading.Thread):
                     code = err.code()
                 except AssertionError:  # a reply that is not a whole answer
                     code = None
-                self.sent.append((t, method, code))
+                self.sent.append(Sent(t, time.monotonic(), method, code))
             time.sleep(0.01)
         self.channel.close()
 
@@ -93,7 +103,7 @@ def test_sigterm_under_load_ends_every_stream_with_a_status_and_exits_within_the
             assert s.started.wait(60)
         pester = NewRequests(p.port)
         pester.start()
-        assert until(lambda: any(code == grpc.StatusCode.OK for _, _, code in pester.sent))  # being served
+        assert until(lambda: any(r.code == grpc.StatusCode.OK for r in pester.sent))  # being served
 
         t_term = time.monotonic()
         p.proc.send_signal(signal.SIGTERM)
@@ -128,12 +138,19 @@ def test_sigterm_under_load_ends_every_stream_with_a_status_and_exits_within_the
     assert all(s.code != grpc.StatusCode.OK for s in long)
     assert all(s.ended >= t_term + GRACE_S - 1 for s in long)  # they ran for the whole grace period first
 
-    after = [(method, code) for t, method, code in pester.sent if t >= t_draining]
-    assert {code for _, code in after} == {grpc.StatusCode.UNAVAILABLE}
-    assert {method for method, _ in after} == {"Generate", "Classify"}
-    assert {code for _, _, code in pester.sent} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    # Every request sent while the server drains is refused with UNAVAILABLE. The one exception is
+    # grpc core's (grpc/grpc#41785): a call that has reached the server but not yet its handler when
+    # the transport finally stops is ended CANCELLED. This client has one request in flight at a time,
+    # so that is at most one request, answered at the final stop, after the grace period.
+    after = [r for r in pester.sent if r.sent >= t_draining]
+    at_stop = [r for r in after if r.code == grpc.StatusCode.CANCELLED]
+    assert len(at_stop) <= 1 and all(r.ended >= t_term + GRACE_S - 1 for r in at_stop), at_stop
+    assert {r.code for r in after if r not in at_stop} == {grpc.StatusCode.UNAVAILABLE}
+    assert {r.method for r in after} == {"Generate", "Classify"}
+    assert {r.code for r in pester.sent if r not in at_stop} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
     print(f"\n[drain] 24 streams at SIGTERM: {len(short)} finished in the grace period "
           f"(last {max(s.ended for s in short) - t_term:.2f} s after SIGTERM), {len(long)} ended "
           f"{sorted({s.code.name for s in long})} at {min(s.ended for s in long) - t_term:.2f}-"
-          f"{max(s.ended for s in long) - t_term:.2f} s; new requests after draining began: {len(after)}, all UNAVAILABLE; "
+          f"{max(s.ended for s in long) - t_term:.2f} s; new requests after draining began: {len(after)}, "
+          f"UNAVAILABLE but {len(at_stop)} CANCELLED at the transport's stop; "
           f"exit code 0 {t_exit - t_term:.2f} s after SIGTERM (grace {GRACE_S:.0f} s)")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -88,19 +89,27 @@ class Freed:
 
     Times are perf_counter seconds, steps the scheduler's next-step number at that moment; a stream
     counts as freed by a fault when its release came after its cancel (a finished one is released first).
+    The streams themselves are the keys: they stay alive, so a stream cancelled while queued and then
+    collected cannot lend its id() to a later one and pair that one's release with its own old cancel.
     """
 
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
-        self.cancelled: dict[int, tuple[float, int]] = {}
-        self.released: dict[int, tuple[float, int]] = {}
+        self.cancelled: dict[object, tuple[float, int]] = {}
+        self.released: dict[object, tuple[float, int]] = {}
+
+    def saw_cancel(self, stream: object) -> None:
+        self.cancelled.setdefault(stream, (time.perf_counter(), self.sched.step))
+
+    def saw_release(self, stream: object) -> None:
+        self.released[stream] = (time.perf_counter(), self.sched.step)
 
     def steps_and_ms(self, since: float | None = None) -> list[tuple[int, float, float]]:
         """(steps, ms from cancel, ms from `since`) of each stream freed by a fault, from its cancel to its release."""
         out = []
-        for key, (t_c, step_c) in self.cancelled.items():
-            if key in self.released and self.released[key][0] >= t_c:
-                t_r, step_r = self.released[key]
+        for stream, (t_c, step_c) in self.cancelled.items():
+            if stream in self.released and self.released[stream][0] >= t_c:
+                t_r, step_r = self.released[stream]
                 out.append((step_r - step_c, (t_r - t_c) * 1e3, (t_r - since) * 1e3 if since else float("nan")))
         return out
 
@@ -112,11 +121,11 @@ def watched(running: Running) -> Iterator[Freed]:
     cancel, release = sched.cancel, sched._release
 
     def on_cancel(stream):
-        freed.cancelled.setdefault(id(stream), (time.perf_counter(), sched.step))
+        freed.saw_cancel(stream)
         cancel(stream)
 
     def on_release(stream):
-        freed.released[id(stream)] = (time.perf_counter(), sched.step)
+        freed.saw_release(stream)
         release(stream)
 
     sched.cancel, sched._release = on_cancel, on_release
@@ -124,6 +133,25 @@ def watched(running: Running) -> Iterator[Freed]:
         yield freed
     finally:
         del sched.cancel, sched._release
+
+
+def test_freed_pairs_a_release_only_with_the_same_streams_cancel():
+    """A stream cancelled while queued is never released; a later stream at its old address must not inherit its cancel."""
+    class Standin:  # a stream, for Freed: an object hashed by identity
+        pass
+
+    sched = SimpleNamespace(step=0)
+    freed = Freed(sched)
+    queued = Standin()
+    address = id(queued)
+    freed.saw_cancel(queued)
+    del queued
+    later = next(s for s in (Standin() for _ in range(10_000)) if id(s) == address)  # CPython reuses the memory
+    sched.step = 3
+    freed.saw_cancel(later)
+    sched.step = 4
+    freed.saw_release(later)
+    assert [steps for steps, _, _ in freed.steps_and_ms()] == [1]
 
 
 def report(what: str, measured: list[tuple[int, float, float]]) -> None:

@@ -31,8 +31,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 V2_SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # Open Inference Protocol
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-# grpc.stop(0) cancels every call in flight, a new request being refused with UNAVAILABLE at that very
-# moment included: its client saw CANCELLED. This much grace lets such quick answers go out.
+# grpc.stop(0) cancels every call in flight, a refusal about to send UNAVAILABLE included. This much
+# grace lets such quick answers go out. A call grpc core has not yet handed to a handler when the stop
+# starts still ends CANCELLED: grpc/grpc#41785, see docs/reliability.md.
 STOP_FLOOR_S = 0.25
 
 

@@ -1,6 +1,9 @@
 """Training loop: config handling, determinism, exact resume, learning on real text, both optimizers."""
 
+import itertools
 import json
+import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -96,6 +99,25 @@ def test_classifier_trains_and_reports_confusion(tmp_path):
     m = train(cfg, progress=False)["metrics"]
     assert sum(map(sum, m["val_confusion"])) == m["val_examples"] == 872
     assert m["val_accuracy"] > 0.55
+
+
+def _ticking_clock() -> Callable[[], float]:
+    """A clock that reads 1 ms later at every reading."""
+    ticks = itertools.count(1)
+    return lambda: next(ticks) * 1e-3
+
+
+def test_a_run_stopped_by_its_budget_logs_evaluates_and_checkpoints_its_last_step(tmp_path, monkeypatch):
+    """Whichever clock reading inside a step crosses the budget, that step is the run's last, in full."""
+    for extra_ms in range(12):  # more than the clock readings in one step: the crossing lands on each of them
+        monkeypatch.setattr(time, "perf_counter", _ticking_clock())
+        budget_min = (0.1 + extra_ms * 1e-3) / 60
+        out = tmp_path / str(extra_ms)
+        ckpt = train(_cfg(out, "--max_steps=1000000", f"--time_budget_min={budget_min!r}", "--time_budget_clock=wall",
+                          "--log_interval=1"), progress=False)
+        last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+        assert "val_loss" in last and last["budget_min"] >= budget_min, (extra_ms, last)
+        assert last["step"] == ckpt["step"] == load_checkpoint(out / "last.pt")["step"]
 
 
 @pytest.mark.parametrize("clock", ["wall", "cpu"])

@@ -85,7 +85,10 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
         done = step / cfg.max_steps
         return max(done, budget_used() / cfg.time_budget_min) if cfg.time_budget_min > 0 else done
 
-    while fraction_done() < 1:
+    # The loop ends on the very check that made its step the last one: checking the clock again at the
+    # top could end the run on a step that was not logged, evaluated or checkpointed as the last.
+    last = fraction_done() >= 1  # a resumed run that had finished runs no step
+    while not last:
         lr = lr_at(step, fraction_done(), cfg.optim)
         for group in opt.param_groups:
             group["lr"] = lr

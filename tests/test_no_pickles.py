@@ -11,12 +11,13 @@ from __future__ import annotations
 import ast
 import os
 import pickle
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+
+from tests.audit import watching
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = [p for p in (ROOT / "service").rglob("*.py") if "gen" not in p.relative_to(ROOT / "service").parts]
@@ -94,26 +95,9 @@ def test_every_torch_load_in_the_project_is_weights_only():
     assert [where for where, safe in calls if not safe] == []
 
 
-_FIND_CLASS: list[list[tuple]] = []
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _FIND_CLASS and event == "pickle.find_class":
-        _FIND_CLASS[-1].append(args)
-
-
-sys.addaudithook(_audit)  # permanent; records only inside unpickling()
-
-
-@contextmanager
-def unpickling() -> Iterator[list[tuple]]:
+def unpickling() -> AbstractContextManager[list[tuple]]:
     """Every global any unpickler in the process looks up inside the block (the pickle.find_class audit event)."""
-    seen: list[tuple] = []
-    _FIND_CLASS.append(seen)
-    try:
-        yield seen
-    finally:
-        _FIND_CLASS.remove(seen)
+    return watching("pickle.find_class")
 
 
 def test_the_find_class_watch_sees_an_unpickle():

@@ -11,7 +11,7 @@ import pytest
 
 from service.errors import NotFound
 from service.repository import Repository, scan
-from tests.service.audit import recording
+from tests.audit import recording
 from tests.service.harness import Running, generate, settings
 
 

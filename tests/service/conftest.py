@@ -6,21 +6,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.service.harness import Running, settings
+from tests.service.harness import Running, servers
 
 
 @pytest.fixture(scope="session")
 def serve(model_repo) -> Iterator[Callable[..., Running]]:
     """serve(**settings) -> a running server with those settings; all are stopped at the end of the session."""
-    started: list[Running] = []
-
-    def start(**overrides) -> Running:
-        started.append(Running(settings(model_repo, **overrides)))
-        return started[-1]
-
-    yield start
-    for r in started:
-        r.stop()
+    with servers(model_repo) as start:
+        yield start
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,22 @@ def settings(model_repo, **overrides) -> Settings:
                     intra_op_threads=1, **overrides)
 
 
+@contextmanager
+def servers(model_repo) -> Iterator[Callable[..., Running]]:
+    """start(**settings) -> a running server over model_repo; every one started is stopped when the block ends."""
+    started: list[Running] = []
+
+    def start(**overrides) -> Running:
+        started.append(Running(settings(model_repo, **overrides)))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()
+
+
 def generate(stub, **fields) -> tuple[str, list[pb.GenerateResponse]]:
     """Run one Generate to the end: the text and every message."""
     replies = list(stub.Generate(pb.GenerateRequest(**fields), timeout=60))

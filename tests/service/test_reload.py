@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.service.harness import Running, generate, patched_run, pb, pb_grpc, settings, slowed
+from tests.service.harness import Running, generate, patched_run, pb, pb_grpc, servers, slowed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,15 +31,8 @@ def repo(model_repo, tmp_path):
 
 @pytest.fixture
 def running(repo):
-    servers: list[Running] = []
-
-    def start(**overrides) -> Running:
-        servers.append(Running(settings(repo, **overrides)))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
+    with servers(repo) as start:
+        yield start
 
 
 def _add(model_repo, repo, source: str, version: int) -> None:

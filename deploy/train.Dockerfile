@@ -13,7 +13,7 @@ RUN --mount=type=bind,source=deploy/wheels/train,target=/wheels \
     --mount=type=bind,source=requirements,target=/tmp/requirements \
     pip="/opt/rnnserve/bin/python $(echo /wheels/pip-*.whl)/pip install -q --no-index --find-links /wheels --no-cache-dir" \
  && python3 -m venv --without-pip /opt/rnnserve \
- && $pip -r /tmp/requirements/train.txt
+ && $pip -r /tmp/requirements/serve.txt -r /tmp/requirements/train.txt
 COPY training /srv/rnnserve/training
 COPY service /srv/rnnserve/service
 COPY recipes /srv/rnnserve/recipes

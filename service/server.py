@@ -11,19 +11,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service import errors, metrics, security
-from service.admin_servicer import AdminServicer
-from service.batcher import Batcher
+from service import metrics
+from service.api import security
+from service.api.admin import AdminServicer
+from service.api.native import InferenceServicer
+from service.api.undecodable import RefuseUndecodable
+from service.api.v2 import GRPCInferenceServicer
+from service.engine.classify_batcher import Batcher
+from service.engine.scheduler import Scheduler
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from service.reload import Reloader
-from service.repository import Model, Repository
-from service.scheduler import Scheduler
-from service.servicer import InferenceServicer
+from service.models.reload import Reloader
+from service.models.repository import Model, Repository
 from service.settings import Settings
-from service.v2_servicer import GRPCInferenceServicer
 
 log = logging.getLogger("rnnserve")
 
@@ -72,7 +74,7 @@ class Server:
                                  self._publish, settings.intra_op_threads, settings.inter_op_threads)
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
-            interceptors=[*security.interceptors(settings), errors.RefuseUndecodable()],
+            interceptors=[*security.interceptors(settings), RefuseUndecodable()],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                      ("grpc.max_send_message_length", settings.max_send_message_bytes), *_keepalive(settings.keepalive_s)])

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from service.scheduler import Scheduler
+from service.engine.scheduler import Scheduler
 from tests.service.harness import Running, generate, patched_run, pb, slowed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from service.artifact import MODEL_FILE, Meta
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 from tests.service.harness import generate, patched_run, pb, slowed
 
 

@@ -8,11 +8,11 @@ import time
 import grpc
 import pytest
 
+from service.api.v2 import FINAL
+from service.api.v2_params import pack_bytes
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.settings import Settings
-from service.v2_params import pack_bytes
-from service.v2_servicer import FINAL
 from tests.service.harness import patched_run, pb, slowed
 
 BUDGET_MESSAGE = "the server's time budget for a request ran out: max_request_s = 1.5 s"

@@ -13,10 +13,10 @@ import grpc
 import numpy as np
 import pytest
 
+from service.api.v2_params import pack_bytes
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
-from service.v2_params import pack_bytes
 from tests.service.harness import generate, patched_run, slowed
 
 CLIENT = Path(__file__).with_name("triton_client.py")

@@ -9,17 +9,19 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from service import metrics, v2_params
-from service.batcher import Batcher
-from service.errors import InvalidArgument, NotFound, Unavailable, budget_error, describe, rpc
+from service import metrics
+from service.api import v2_params
+from service.api.edge import budget_error, describe, rpc
+from service.api.native import InferenceServicer
+from service.api.params import classify_rows, generate_params
+from service.api.v2_params import Tensor, add_output, pack_bytes, set_params, signature
+from service.engine.classify_batcher import Batcher
+from service.engine.scheduler import Scheduler
+from service.errors import InvalidArgument, NotFound, Unavailable
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.inference import model_config_pb2 as mc
-from service.params import classify_rows, generate_params
-from service.repository import Model
-from service.scheduler import Scheduler
-from service.servicer import InferenceServicer
-from service.v2_params import Tensor, add_output, pack_bytes, set_params, signature
+from service.models.repository import Model
 
 SERVER_NAME, SERVER_VERSION = "rnnserve", "1"
 EXTENSIONS = ["model_configuration", "parameters"]

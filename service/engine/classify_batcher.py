@@ -15,7 +15,7 @@ import numpy as np
 
 from service.errors import ResourceExhausted, Unavailable
 from service.metrics import ClassifyMetrics
-from service.runners import ClassifierRunner
+from service.models.runners import ClassifierRunner
 
 
 class Batcher:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.artifact.tokenizer import Tokenizer
 from service.errors import InvalidArgument
 from service.settings import Settings
-from service.tokenizer import Tokenizer
 
 MAX_FLUSH_CHARS = 4096
 MAX_FLUSH_MS = 10_000

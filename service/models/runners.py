@@ -9,7 +9,7 @@ import onnxruntime as ort
 
 from service import artifact
 from service.artifact import Meta
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 
 
 def make_session(model: Path | bytes, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:

@@ -1,4 +1,4 @@
-"""Open Inference Protocol (v2) requests as native requests (validated by service.params) and results as v2 tensors."""
+"""Open Inference Protocol (v2) requests as native requests (validated by service.api.params) and results as v2 tensors."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def _check_params(req: v2.ModelInferRequest, model: str, accepted: tuple[str, ..
 
 
 def generate_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> pb.GenerateRequest:
-    """The native GenerateRequest, for service.params.generate_params to validate like any other."""
+    """The native GenerateRequest, for service.api.params.generate_params to validate like any other."""
     (prompt,) = input_texts(req, model, spec)
     native = pb.GenerateRequest(model=model, prompt=prompt)
     for k, v in _check_params(req, model, LM_PARAMS).items():
@@ -142,7 +142,7 @@ def _stop(v: object) -> list[str]:
 
 
 def classify_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> pb.ClassifyRequest:
-    """The native ClassifyRequest, for service.params.classify_rows to validate like any other."""
+    """The native ClassifyRequest, for service.api.params.classify_rows to validate like any other."""
     texts = input_texts(req, model, spec)
     _check_params(req, model, ())
     return pb.ClassifyRequest(model=model, texts=texts)

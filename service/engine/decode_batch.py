@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.stream import Stream
+from service.engine.stream import Stream
 
 # Per-row columns. Streams join and leave only between steps, and per-row progress is kept as
 # the step at which something happened, so an ordinary step touches no column at all: it

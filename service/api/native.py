@@ -6,16 +6,17 @@ import asyncio
 import numbers
 from collections.abc import AsyncIterator
 
-from service.batcher import Batcher
-from service.errors import FailedPrecondition, Unavailable, rpc
+from service.api.edge import rpc
+from service.api.params import classify_rows, generate_params, trace_params
+from service.engine.classify_batcher import Batcher
+from service.engine.scheduler import Scheduler
+from service.engine.stream import Chunk
+from service.errors import FailedPrecondition, Unavailable
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from service.params import classify_rows, generate_params, trace_params
-from service.repository import Model, Repository
-from service.scheduler import Scheduler
+from service.interpret.trace import Trace, Tracers, trace_text
+from service.models.repository import Model, Repository
 from service.settings import Settings
-from service.stream import Chunk
-from service.trace import Trace, Tracers, trace_text
 
 FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
 TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message (1 MiB), well under gRPC's 4 MiB default

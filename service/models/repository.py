@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from service import artifact, graphfile
-from service.artifact import Meta, shown
+from service import artifact
+from service.artifact import Meta, graph, shown
+from service.artifact.tokenizer import Tokenizer
 from service.errors import NotFound
-from service.runners import ClassifierRunner, LMRunner, make_session
-from service.tokenizer import Tokenizer
+from service.models.runners import ClassifierRunner, LMRunner, make_session
 
 log = logging.getLogger("rnnserve")
 
@@ -43,7 +43,7 @@ def load_model(path: Path, name: str, version: int, intra_op_threads: int = 0, i
     if meta.kind == "char_lm" and tok.level != "char":
         raise ValueError(f"a char_lm needs a char tokenizer, got level {tok.level!r}")
     data = artifact.read_member(path, artifact.MODEL_FILE)
-    cells = graphfile.recurrent_cells(graphfile.parse(data))
+    cells = graph.recurrent_cells(graph.parse(data))
     if cells != {meta.cell}:
         raise ValueError(f"meta.json cell is {meta.cell!r} but the graph's recurrent nodes are {sorted(cells) or 'none'}")
     threads = intra_op_threads or meta.runtime.get("intra_op_num_threads", 1)

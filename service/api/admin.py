@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from service.errors import Unavailable, rpc
+from service.api.edge import rpc
+from service.api.native import InferenceServicer
+from service.errors import Unavailable
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from service.reload import Key, Reloader
-from service.servicer import InferenceServicer
+from service.models.reload import Key, Reloader
 
 
 def _refs(keys: list[Key]) -> list[pb.ModelRef]:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from service import artifact, metrics
 from service.artifact import shown
-from service.batcher import Batcher
-from service.repository import Model, Repository, load_model, scan
-from service.scheduler import Scheduler
+from service.engine.classify_batcher import Batcher
+from service.engine.scheduler import Scheduler
+from service.models.repository import Model, Repository, load_model, scan
 
 log = logging.getLogger("rnnserve")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.params import GenerateParams
+from service.api.params import GenerateParams
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ import time
 
 import numpy as np
 
-from service.batch import DecodeBatch, held_suffix
+from service.api.params import MAX_FLUSH_CHARS, GenerateParams
+from service.artifact.sampling import sample
+from service.artifact.tokenizer import Tokenizer
+from service.engine.decode_batch import DecodeBatch, held_suffix
+from service.engine.stream import Chunk, Finished, Stream
 from service.errors import ResourceExhausted, Unavailable
 from service.metrics import GenerateMetrics
-from service.params import MAX_FLUSH_CHARS, GenerateParams
-from service.runners import LMRunner
-from service.sampling import sample
+from service.models.runners import LMRunner
 from service.settings import Settings
-from service.stream import Chunk, Finished, Stream
-from service.tokenizer import Tokenizer
 
 log = logging.getLogger("rnnserve")
 

@@ -17,6 +17,7 @@ from service.api.admin import AdminServicer
 from service.api.native import InferenceServicer
 from service.api.undecodable import RefuseUndecodable
 from service.api.v2 import GRPCInferenceServicer
+from service.engine import Engine
 from service.engine.classify_batcher import Batcher
 from service.engine.scheduler import Scheduler
 from service.gen.inference import grpc_service_pb2 as v2
@@ -44,7 +45,7 @@ def health_name(model: str) -> str:
     return f"{SERVICE_NAME}/{model}"
 
 
-def _engine(model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Scheduler | Batcher:
+def _engine(model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Engine:
     """One engine per model version, by kind."""
     if model.kind == "char_lm":
         return Scheduler(model.name, model.version, model.runner, model.tokenizer, settings, loop)
@@ -111,27 +112,27 @@ class Server:
         log.info("serving %d model version(s) on port %d, metrics on port %d", len(self.engines), self.port,
                  self.metrics_port)
 
-    def open_streams(self) -> int:
-        engines = [*self.engines.values(), *self.reloader.retiring.values()]
-        return sum(e.n_open for e in engines if isinstance(e, Scheduler))
+    def open_requests(self) -> int:
+        """Requests still running on any engine, retiring ones included: shutdown lets them finish."""
+        return sum(e.n_open for e in [*self.engines.values(), *self.reloader.retiring.values()])
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Health goes NOT_SERVING, new requests get UNAVAILABLE, running streams finish (up to grace_s), then stop."""
         if self.servicer.draining:
             return await self.stopped.wait()
         grace_s = self.settings.grace_s if grace_s is None else grace_s
-        log.info("shutting down: draining %d stream(s) for up to %.1f s", self.open_streams(), grace_s)
+        log.info("shutting down: draining %d request(s) for up to %.1f s", self.open_requests(), grace_s)
         self.servicer.draining = True
         if self.poller is not None:
             self.poller.cancel()
         await self.health.enter_graceful_shutdown()
         deadline = time.monotonic() + grace_s
-        while self.open_streams() and time.monotonic() < deadline:
+        while self.open_requests() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await self.grpc.stop(max(STOP_FLOOR_S, min(1.0, deadline - time.monotonic())))
         async with self.reloader.lock:  # a reload in progress finishes its swap first
             for engine in self.engines.values():
-                await engine.close() if isinstance(engine, Batcher) else engine.close()
+                await engine.close()
             await self.reloader.close()
         if self.metrics_httpd is not None:
             await asyncio.to_thread(self.metrics_httpd.shutdown)

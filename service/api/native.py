@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import numbers
 from collections.abc import AsyncIterator
+from typing import Any
 
 from service.api.edge import rpc
 from service.api.params import classify_rows, generate_params, trace_params
-from service.engine.classify_batcher import Batcher
-from service.engine.scheduler import Scheduler
+from service.engine import Engine
 from service.engine.stream import Chunk
 from service.errors import FailedPrecondition, Unavailable
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
@@ -69,12 +69,12 @@ def trace_pb(t: Trace, version: int, cell: str, tokens: tuple[str, ...]) -> list
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
-    def __init__(self, repo: Repository, engines: dict[tuple[str, int], Scheduler | Batcher], settings: Settings) -> None:
+    def __init__(self, repo: Repository, engines: dict[tuple[str, int], Engine], settings: Settings) -> None:
         self.repo, self.engines, self.settings = repo, engines, settings
         self.draining = False
         self.tracers = Tracers()
 
-    def _engine(self, name: str, version: int, kind: str, method: str) -> tuple[Model, Scheduler | Batcher]:
+    def _engine(self, name: str, version: int, kind: str, method: str) -> tuple[Model, Any]:
         if self.draining:
             raise Unavailable("the server is shutting down")
         model = self.repo.get(name, version)

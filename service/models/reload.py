@@ -18,15 +18,13 @@ from pathlib import Path
 
 from service import artifact, metrics
 from service.artifact import shown
-from service.engine.classify_batcher import Batcher
-from service.engine.scheduler import Scheduler
+from service.engine import Engine
 from service.models.repository import Model, Repository, load_model, scan
 
 log = logging.getLogger("rnnserve")
 
 Key = tuple[str, int]  # (name, version)
 Signature = tuple[tuple[int, int] | None, ...]  # (size, mtime_ns) of each artifact file, None when missing
-Engine = Scheduler | Batcher
 RETIRE_POLL_S = 0.05  # how often a retired engine is checked for requests still running on it
 
 
@@ -147,7 +145,7 @@ class Reloader:
         """Close a replaced or removed version's engine once the requests that started on it have ended."""
         while _busy(engine):
             await asyncio.sleep(RETIRE_POLL_S)
-        await engine.close() if isinstance(engine, Batcher) else await asyncio.to_thread(engine.close)
+        await engine.close()
         log.info("unloaded %s version %d", *key)
 
     async def poll(self, interval_s: float) -> None:
@@ -163,4 +161,4 @@ class Reloader:
         """At shutdown, after the server has drained its requests: close retired engines still waiting."""
         for task, engine in list(self.retiring.items()):
             task.cancel()
-            await engine.close() if isinstance(engine, Batcher) else await asyncio.to_thread(engine.close)
+            await engine.close()

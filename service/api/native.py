@@ -9,14 +9,13 @@ from typing import Any
 
 from service.api.edge import rpc
 from service.api.params import classify_rows, generate_params, trace_params
-from service.engine import Engine
 from service.engine.stream import Chunk
-from service.errors import FailedPrecondition, Unavailable
+from service.errors import FailedPrecondition
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from service.interpret.trace import Trace, Tracers, trace_text
-from service.models.repository import Model, Repository
-from service.settings import Settings
+from service.models.host import ModelHost
+from service.models.repository import Model
 
 FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
 TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message (1 MiB), well under gRPC's 4 MiB default
@@ -69,18 +68,16 @@ def trace_pb(t: Trace, version: int, cell: str, tokens: tuple[str, ...]) -> list
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
-    def __init__(self, repo: Repository, engines: dict[tuple[str, int], Engine], settings: Settings) -> None:
-        self.repo, self.engines, self.settings = repo, engines, settings
-        self.draining = False
+    def __init__(self, host: ModelHost) -> None:
+        self.host, self.settings = host, host.settings
         self.tracers = Tracers()
 
     def _engine(self, name: str, version: int, kind: str, method: str) -> tuple[Model, Any]:
-        if self.draining:
-            raise Unavailable("the server is shutting down")
-        model = self.repo.get(name, version)
+        self.host.check_open()
+        model = self.host.repo.get(name, version)
         if model.kind != kind:
             raise FailedPrecondition(f"{method} needs a {kind} model; {name!r} is a {model.kind}")
-        return model, self.engines[(model.name, model.version)]
+        return model, self.host.engine(model)
 
     @rpc
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:  # noqa: N802
@@ -102,12 +99,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     @rpc
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:  # noqa: N802
-        return pb.ListModelsResponse(models=[model_info(m, self.repo.latest(m)) for m in self.repo.all()])
+        repo = self.host.repo
+        return pb.ListModelsResponse(models=[model_info(m, repo.latest(m)) for m in repo.all()])
 
     @rpc
     async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:  # noqa: N802
-        m = self.repo.get(request.name, request.version)
-        return model_info(m, self.repo.latest(m))
+        m = self.host.repo.get(request.name, request.version)
+        return model_info(m, self.host.repo.latest(m))
 
     @rpc
     async def Trace(self, request: pb.TraceRequest, context) -> AsyncIterator[pb.TraceResponse]:  # noqa: N802

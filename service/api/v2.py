@@ -12,15 +12,15 @@ import numpy as np
 from service import metrics
 from service.api import v2_params
 from service.api.edge import budget_error, describe, rpc
-from service.api.native import InferenceServicer
 from service.api.params import classify_rows, generate_params
 from service.api.v2_params import Tensor, add_output, pack_bytes, set_params, signature
 from service.engine.classify_batcher import Batcher
 from service.engine.scheduler import Scheduler
-from service.errors import InvalidArgument, NotFound, Unavailable
+from service.errors import InvalidArgument, NotFound
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.inference import model_config_pb2 as mc
+from service.models.host import ModelHost
 from service.models.repository import Model
 
 SERVER_NAME, SERVER_VERSION = "rnnserve", "1"
@@ -64,13 +64,12 @@ def model_config(m: Model) -> mc.ModelConfig:
 
 
 class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, native: InferenceServicer) -> None:
-        self.native = native  # shares its repository, engines, settings and draining flag
+    def __init__(self, host: ModelHost) -> None:
+        self.host, self.settings = host, host.settings
 
     def _model(self, name: str, version: str) -> Model:
-        if self.native.draining:
-            raise Unavailable("the server is shutting down")
-        return self.native.repo.get(name, parse_version(version, "model_version"))
+        self.host.check_open()
+        return self.host.repo.get(name, parse_version(version, "model_version"))
 
     @rpc
     async def ServerLive(self, request: v2.ServerLiveRequest, context) -> v2.ServerLiveResponse:  # noqa: N802
@@ -78,15 +77,15 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ServerReady(self, request: v2.ServerReadyRequest, context) -> v2.ServerReadyResponse:  # noqa: N802
-        return v2.ServerReadyResponse(ready=not self.native.draining and bool(self.native.repo.models))
+        return v2.ServerReadyResponse(ready=not self.host.draining and bool(self.host.repo.models))
 
     @rpc
     async def ModelReady(self, request: v2.ModelReadyRequest, context) -> v2.ModelReadyResponse:  # noqa: N802
         try:
-            self.native.repo.get(request.name, parse_version(request.version, "version"))
+            self.host.repo.get(request.name, parse_version(request.version, "version"))
         except NotFound:
             return v2.ModelReadyResponse(ready=False)
-        return v2.ModelReadyResponse(ready=not self.native.draining)
+        return v2.ModelReadyResponse(ready=not self.host.draining)
 
     @rpc
     async def ServerMetadata(self, request: v2.ServerMetadataRequest, context) -> v2.ServerMetadataResponse:  # noqa: N802
@@ -94,15 +93,15 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ModelMetadata(self, request: v2.ModelMetadataRequest, context) -> v2.ModelMetadataResponse:  # noqa: N802
-        m = self.native.repo.get(request.name, parse_version(request.version, "version"))
+        m = self.host.repo.get(request.name, parse_version(request.version, "version"))
         inputs, outputs = _signature(m)
         return v2.ModelMetadataResponse(
-            name=m.name, versions=[str(v) for v in self.native.repo.models[m.name]], platform=f"rnnserve_{m.kind}",
+            name=m.name, versions=[str(v) for v in self.host.repo.models[m.name]], platform=f"rnnserve_{m.kind}",
             inputs=[_tensor_meta(t) for t in inputs], outputs=[_tensor_meta(t) for t in outputs])
 
     @rpc
     async def ModelConfig(self, request: v2.ModelConfigRequest, context) -> v2.ModelConfigResponse:  # noqa: N802
-        m = self.native.repo.get(request.name, parse_version(request.version, "version"))
+        m = self.host.repo.get(request.name, parse_version(request.version, "version"))
         return v2.ModelConfigResponse(config=model_config(m))
 
     @rpc
@@ -120,7 +119,7 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
         async def one(request: v2.ModelInferRequest) -> None:
             """One request of the session, under the time budget of a request."""
-            t0, code, budget_s = time.perf_counter(), "OK", self.native.settings.max_request_s
+            t0, code, budget_s = time.perf_counter(), "OK", self.settings.max_request_s
             budget = asyncio.timeout(budget_s)
             try:
                 async with budget:
@@ -170,10 +169,10 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         inputs, outputs = _signature(model)
         wanted = v2_params.requested_outputs(request, model.name, outputs)
         reply = v2.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
-        engine = self.native.engines[(model.name, model.version)]
+        engine = self.host.engine(model)
         if isinstance(engine, Batcher):
             native = v2_params.classify_request(request, model.name, inputs[0])
-            probs = await engine.classify(classify_rows(native, model.tokenizer, self.native.settings))  # (N, C)
+            probs = await engine.classify(classify_rows(native, model.tokenizer, self.settings))  # (N, C)
             labels = [model.meta.labels[int(i)].encode() for i in probs.argmax(axis=1)]
             results = {"label": ((len(labels),), pack_bytes(labels)),
                        "probabilities": (probs.shape, np.ascontiguousarray(probs, dtype="<f4").tobytes())}
@@ -199,7 +198,7 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
                         stream: bool) -> AsyncIterator[tuple[str, object]]:
         """(text, finished) per chunk when streaming, else once for the whole text; the scheduler as Generate uses it."""
         native = v2_params.generate_request(request, model.name, spec)
-        s = scheduler.submit(generate_params(native, model.tokenizer, self.native.settings))
+        s = scheduler.submit(generate_params(native, model.tokenizer, self.settings))
         try:
             texts = []
             async for chunk in s.chunks():

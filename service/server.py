@@ -17,16 +17,13 @@ from service.api.admin import AdminServicer
 from service.api.native import InferenceServicer
 from service.api.undecodable import RefuseUndecodable
 from service.api.v2 import GRPCInferenceServicer
-from service.engine import Engine
-from service.engine.classify_batcher import Batcher
-from service.engine.scheduler import Scheduler
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from service.models.host import ModelHost
 from service.models.reload import Reloader
-from service.models.repository import Model, Repository
+from service.models.repository import Repository
 from service.settings import Settings
 
 log = logging.getLogger("rnnserve")
@@ -46,14 +43,6 @@ def health_name(model: str) -> str:
     return f"{SERVICE_NAME}/{model}"
 
 
-def _engine(model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Engine:
-    """One engine per model version, by kind."""
-    if model.kind == "char_lm":
-        return Scheduler(model.name, model.version, model.runner, model.tokenizer, settings, loop)
-    return Batcher(model.name, model.version, model.runner, settings.classify_max_batch,
-                   settings.classify_max_delay_ms, settings.classify_max_queue)
-
-
 def _keepalive(keepalive_s: float) -> list[tuple[str, int]]:
     """HTTP/2 pings on connections with calls: a client whose host vanished without closing (no FIN, no RST)
     leaves its streams running and their text piling up until grpc sees it gone; only an unanswered ping does."""
@@ -69,8 +58,7 @@ class Server:
 
     def __init__(self, settings: Settings, repo: Repository) -> None:
         self.settings = settings
-        loop = asyncio.get_running_loop()
-        self.host = ModelHost(repo, settings, lambda m: _engine(m, settings, loop))
+        self.host = ModelHost(repo, settings, asyncio.get_running_loop())
         self.reloader = Reloader(settings.model_dir, self.host, self._publish, settings.intra_op_threads,
                                  settings.inter_op_threads)
         self.health = health.aio.HealthServicer()

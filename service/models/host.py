@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
 
+from service import kinds
 from service.engine import Engine
 from service.errors import Unavailable
-from service.models.repository import Model, Repository
+from service.kinds import Served
+from service.models.model import Model
+from service.models.repository import Repository
 from service.settings import Settings
 
 Key = tuple[str, int]  # (name, version)
@@ -19,15 +22,24 @@ class ModelHost:
     by the reloader's swap), so a request sees a version and its engine or neither.
     """
 
-    def __init__(self, repo: Repository, settings: Settings, make_engine: Callable[[Model], Engine]) -> None:
-        self.repo, self.settings, self.make_engine = repo, settings, make_engine
+    def __init__(self, repo: Repository, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.repo, self.settings, self.loop = repo, settings, loop
         self.draining = False  # set once at shutdown: new requests get UNAVAILABLE
-        self._engines: dict[Key, Engine] = {(m.name, m.version): make_engine(m) for m in repo.all()}
+        self._engines: dict[Key, Engine] = {(m.name, m.version): self._start(m) for m in repo.all()}
+
+    def _start(self, model: Model) -> Engine:
+        return kinds.get(model.kind).engine(model, self.settings, self.loop)
 
     def check_open(self) -> None:
         """UNAVAILABLE once the server is shutting down."""
         if self.draining:
             raise Unavailable("the server is shutting down")
+
+    def serve(self, name: str, version: int = 0) -> Served:
+        """The named version (0: the latest) with its kind and engine; UNAVAILABLE while draining, else NOT_FOUND."""
+        self.check_open()
+        model = self.repo.get(name, version)
+        return Served(kinds.get(model.kind), model, self.engine(model), self.settings)
 
     def engine(self, model: Model) -> Engine:
         return self._engines[(model.name, model.version)]
@@ -42,7 +54,7 @@ class ModelHost:
         key = (model.name, model.version)
         old = self._engines.get(key)
         self.repo.add(model)
-        self._engines[key] = self.make_engine(model)
+        self._engines[key] = self._start(model)
         return old
 
     def uninstall(self, key: Key) -> Engine:

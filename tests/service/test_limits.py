@@ -8,8 +8,7 @@ import time
 import grpc
 import pytest
 
-from service.api.v2 import FINAL
-from service.api.v2_params import pack_bytes
+from service.api.v2_params import FINAL, pack_bytes
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.settings import Settings

@@ -39,7 +39,7 @@ test: $(VENV) proto system-packages
 SYSTEM_TOOLS    := chromium nginx prometheus promtool podman podman-compose docker-compose debootstrap runc
 SYSTEM_PACKAGES := chromium nginx prometheus podman podman-compose docker-compose runc debootstrap
 system-packages:
-	@missing=$$(for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	@missing=$$(for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || printf '%s ' $$t; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then echo "missing $$missing (not root: the tests that need them will skip)"; exit 0; fi; \
 	echo "installing Debian packages for: $$missing"; \

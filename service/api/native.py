@@ -7,19 +7,19 @@ import numbers
 from collections.abc import AsyncIterator
 
 from service.api.edge import rpc
-from service.api.params import classify_rows, generate_params, trace_params
+from service.api.params import TraceParams, classify_rows, generate_params, trace_params
 from service.engine.classify_batcher import Batcher
 from service.engine.scheduler import Scheduler
 from service.engine.stream import Chunk
 from service.errors import FailedPrecondition, Unavailable
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from service.interpret.trace import Trace, Tracers, trace_text
+from service.interpret.trace import TRACE_CHUNK_CHARS, Trace, Tracer, Tracers, TraceRun
 from service.models.repository import Model, Repository
 from service.settings import Settings
 
 FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
-TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message (1 MiB), well under gRPC's 4 MiB default
+TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message at most (1 MiB), well under gRPC's 4 MiB default
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, float]:
@@ -52,27 +52,34 @@ def chunk_pb(chunk: Chunk, version: int) -> pb.GenerateResponse:
     return reply
 
 
-def trace_pb(t: Trace, version: int, cell: str, tokens: tuple[str, ...]) -> list[pb.TraceResponse]:
-    """The header message, then the steps in messages of at most TRACE_MESSAGE_VALUES activations each."""
-    header = pb.TraceHeader(version=version, cell=cell, n_chars=len(t.chars), quantities=list(t.values),
-                            columns=[pb.TraceColumn(layer=layer, unit=u) for layer, u in zip(t.layers, t.units, strict=True)])
+def trace_header(version: int, tracer: Tracer, n_chars: int, p: TraceParams) -> pb.TraceResponse:
+    """The first message of a Trace: what every step's columns are."""
+    return pb.TraceResponse(header=pb.TraceHeader(
+        version=version, cell=tracer.cell, n_chars=n_chars, quantities=list(tracer.quantities),
+        columns=[pb.TraceColumn(layer=layer, unit=u) for layer, u in zip(p.layers, p.units, strict=True)]))
+
+
+def trace_steps(t: Trace, tokens: tuple[str, ...]) -> pb.TraceResponse:
+    """One computed chunk of a trace as one message."""
     rows = {q: v.tolist() for q, v in t.values.items()}
-    per_message = max(1, TRACE_MESSAGE_VALUES // (len(t.units) * len(rows)))
-    replies = [pb.TraceResponse(header=header)]
-    for start in range(0, len(t.chars), per_message):
-        replies.append(pb.TraceResponse(steps=[
-            pb.TraceStep(position=i, char=t.chars[i], **{q: r[i] for q, r in rows.items()},
-                         next=[pb.CharProbability(char=tokens[j], probability=p)
-                               for j, p in zip(t.top_ids[i].tolist(), t.top_probs[i].tolist(), strict=True)])
-            for i in range(start, min(start + per_message, len(t.chars)))]))
-    return replies
+    return pb.TraceResponse(steps=[
+        pb.TraceStep(position=t.first + i, char=c, **{q: r[i] for q, r in rows.items()},
+                     next=[pb.CharProbability(char=tokens[j], probability=p)
+                           for j, p in zip(t.top_ids[i].tolist(), t.top_probs[i].tolist(), strict=True)])
+        for i, c in enumerate(t.chars)])
+
+
+def _next_steps(run: TraceRun, tokens: tuple[str, ...]) -> pb.TraceResponse | None:
+    """Compute the next chunk and build its message (in a worker thread: both take milliseconds)."""
+    t = run.next()
+    return None if t is None else trace_steps(t, tokens)
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
     def __init__(self, repo: Repository, engines: dict[tuple[str, int], Scheduler | Batcher], settings: Settings) -> None:
         self.repo, self.engines, self.settings = repo, engines, settings
         self.draining = False
-        self.tracers = Tracers()
+        self.tracers = Tracers(settings.max_traces)
 
     def _engine(self, name: str, version: int, kind: str, method: str) -> tuple[Model, Scheduler | Batcher]:
         if self.draining:
@@ -111,9 +118,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     @rpc
     async def Trace(self, request: pb.TraceRequest, context) -> AsyncIterator[pb.TraceResponse]:  # noqa: N802
+        """Streamed as it is computed, one chunk at a time: a client that stops reading stops the computation
+        (the next chunk waits for the send), and one that leaves ends it at the next chunk."""
         model, _ = self._engine(request.model, request.version, "char_lm", "Trace")
         p = trace_params(request, model.meta.sizes["n_layer"], model.meta.sizes["hidden_size"], self.settings)
-        tracer = await asyncio.to_thread(self.tracers.get, model.runner, model.path)
-        t = await asyncio.to_thread(trace_text, tracer, model.runner, model.tokenizer, p.text, p.layers, p.units, p.top_k)
-        for reply in await asyncio.to_thread(trace_pb, t, model.version, tracer.cell, model.tokenizer.tokens):
-            yield reply
+        with self.tracers.slot():
+            tracer = await asyncio.to_thread(self.tracers.get, model.runner, model.path)
+            per_message = max(1, TRACE_MESSAGE_VALUES // (len(p.units) * len(tracer.quantities)))
+            run = TraceRun(tracer, model.runner, model.tokenizer, p.text, p.layers, p.units, p.top_k,
+                           min(TRACE_CHUNK_CHARS, per_message))
+            yield trace_header(model.version, tracer, len(p.text), p)
+            while (reply := await asyncio.to_thread(_next_steps, run, model.tokenizer.tokens)) is not None:
+                yield reply

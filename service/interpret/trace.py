@@ -247,10 +247,10 @@ class Tracers:
     runner and so a new tracer, and an unloaded version's tracer goes with it.
     """
 
-    def __init__(self, max_open: int) -> None:
+    def __init__(self) -> None:
         self._tracers: weakref.WeakKeyDictionary[object, Tracer] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        self.max_open, self.n_open = max_open, 0
+        self.n_open = 0  # Trace calls holding a slot (event-loop side)
 
     def get(self, runner: object, path: Path) -> Tracer:
         with self._lock:
@@ -259,9 +259,9 @@ class Tracers:
             return self._tracers[runner]
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Held by one Trace call for its whole life (event-loop side); ResourceExhausted when all are taken."""
-        if self.n_open >= self.max_open:
+    def slot(self, max_open: int) -> Iterator[None]:
+        """Held by one Trace call for its whole life (event-loop side); ResourceExhausted when max_open are taken."""
+        if self.n_open >= max_open:
             raise ResourceExhausted(f"{self.n_open} traces are running (the limit, max_traces); retry later")
         self.n_open += 1
         try:

@@ -8,8 +8,9 @@ import threading
 import grpc
 import pytest
 
-from service.api import native
+from service import kinds
 from service.interpret import trace
+from service.kinds import char_lm
 from tests.conftest import ROOT
 from tests.service.harness import pb, servers
 
@@ -60,7 +61,7 @@ def test_a_trace_the_tracer_cannot_follow_is_failed_precondition_not_internal(tr
 
 
 class Gate:
-    """Wraps native._next_steps: counts the chunks computed and holds the second one until released."""
+    """Wraps char_lm.next_steps: counts the chunks computed and holds the second one until released."""
 
     def __init__(self, compute) -> None:
         self.compute, self.calls = compute, 0
@@ -76,16 +77,16 @@ class Gate:
 
 def test_a_trace_stops_computing_when_its_client_leaves_and_holds_a_slot_until_then(tracing, monkeypatch):
     monkeypatch.setattr(trace, "TRACE_CHUNK_CHARS", 10)
-    monkeypatch.setattr(native, "TRACE_CHUNK_CHARS", 10)
-    gate = Gate(native._next_steps)
-    monkeypatch.setattr(native, "_next_steps", gate)
+    monkeypatch.setattr(char_lm, "TRACE_CHUNK_CHARS", 10)
+    gate = Gate(char_lm.next_steps)
+    monkeypatch.setattr(char_lm, "next_steps", gate)
     call = tracing.stub.Trace(pb.TraceRequest(model="tiny-lstm", text="x" * 300, layers=[0], units=[0]), timeout=60)
     assert next(call).HasField("header") and gate.reached.wait(30)
     with pytest.raises(grpc.RpcError) as busy:  # max_traces = 1: the slot is taken
         list(tracing.stub.Trace(pb.TraceRequest(model="tiny-lstm", text="abc", layers=[0], units=[0]), timeout=30))
     assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_traces" in busy.value.details()
     call.cancel()
-    assert tracing.wait_for(lambda: tracing.server.servicer.tracers.n_open == 0, 30)
+    assert tracing.wait_for(lambda: kinds.get("char_lm").tracers.n_open == 0, 30)
     gate.release.set()
     assert gate.calls == 2  # of 30 chunks: none computed after the client left
     replies = list(tracing.stub.Trace(pb.TraceRequest(model="tiny-lstm", text="abc", layers=[0], units=[0]), timeout=30))

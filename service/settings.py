@@ -43,6 +43,8 @@ class Settings:
     # Trace: activations of chosen units, character by character
     max_trace_chars: int = 4096  # longest text a Trace request may read
     max_trace_units: int = 1024  # (layer, unit) columns per Trace request
+    max_trace_work: int = 1 << 20  # characters x columns per Trace request (its reply: ~20 bytes each)
+    max_traces: int = 4  # Trace calls computing at once; beyond this, RESOURCE_EXHAUSTED at once
 
     # ONNX Runtime
     intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
@@ -68,7 +70,8 @@ class Settings:
     def __post_init__(self) -> None:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
-                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "inter_op_threads",
+                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "max_trace_work",
+                    "max_traces", "inter_op_threads",
                     "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "max_request_s",
                     "keepalive_s")
         for name in positive:

@@ -1,11 +1,14 @@
-"""Command line: python -m training {train, eval, sample, export, cells, code-corpus, gradients} (see --help of each)."""
+"""Command line: python -m training {train, eval, sample, export, code-corpus, gradients} (see --help of each).
+
+`python -m training cells ...` runs the cell search, which lives with the tracer it reads (python -m service.interpret).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
@@ -29,8 +32,9 @@ def _floats(m: dict) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from service.artifact.corpus import read_sentences
     from training.checkpoint import config_of, load_checkpoint, model_of
-    from training.data import CharCorpus, read_sentences
+    from training.data import CharCorpus
     from training.evaluate import evaluate_classifier, evaluate_lm
 
     torch.set_num_threads(args.threads)
@@ -40,7 +44,7 @@ def _eval(args: argparse.Namespace) -> None:
     if cfg.task == "char_lm":
         path = args.data or cfg.data.path
         if args.data:  # a separate test file: score all of it
-            from training.data import read_text
+            from service.artifact.corpus import read_text
             ids = tok.encode(read_text(path))
         else:
             ids = CharCorpus.from_file(path, cfg.data.val_fraction, tokenizer=tok).val
@@ -70,22 +74,6 @@ def _export(args: argparse.Namespace) -> None:
     print(describe(meta))
 
 
-def _cells(args: argparse.Namespace) -> None:
-    from training import cells, features
-
-    presets = {"prose": features.PROSE, "code": features.CODE, "all": [f.name for f in features.FEATURES]}
-    names = presets.get(args.features) or args.features.split(",")
-    out = args.out or f"runs/cells/{Path(args.model).resolve().parent.name}"
-    report = cells.search(args.model, out, args.corpus, args.chars, names, args.labels, args.max_sentences, args.show,
-                          args.top)
-    print(f"{report['cell']} units of {args.model} over {report['chars']} characters of {report['corpus']}\n")
-    print(cells.table(report["features"]))
-    if report["gates"]:
-        print("\ngate saturation (fraction of steps), mean over units:")
-        print(cells.gate_table(report["gates"]))
-    print(f"\nwrote {out}/cells.json, cells.html and the pictures")
-
-
 def _code_corpus(args: argparse.Namespace) -> None:
     from training.pycorpus import build
 
@@ -95,10 +83,13 @@ def _code_corpus(args: argparse.Namespace) -> None:
 def _gradients(args: argparse.Namespace) -> None:
     from training.gradient_report import command
 
-    command(Path(args.out), Path(args.data) if args.data else None, Path(args.models), args.quick)
+    command(args.out, args.data, args.models, args.quick)
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cells"]:  # interpretability needs no torch: the service's tools read the artifact
+        sys.exit(subprocess.call([sys.executable, "-m", "service.interpret", *argv]))
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train from a recipe; extra --key=value arguments override it",
@@ -124,24 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("checkpoint")
     x.add_argument("out_dir", help="e.g. models/shakespeare-lstm/1")
     x.add_argument("--description", default="")
-    c = sub.add_parser("cells", help="score every unit of a char LM artifact against text features (and sentiment)",
-                       description="e.g. python -m training cells models/shakespeare-lstm/1 --features prose")
-    c.add_argument("model", help="artifact directory, e.g. models/python-lstm/1")
-    c.add_argument("--corpus", help="text to read (default: the validation split of the model's training corpus)")
-    c.add_argument("--chars", type=int, default=30000, help="characters of the corpus to score")
-    c.add_argument("--features", default="all", help="prose, code, all, or feature names separated by commas")
-    c.add_argument("--labels", help="labelled sentences (GLUE TSV or '<label> <text>'): also score sentiment")
-    c.add_argument("--max-sentences", type=int, default=1000)
-    c.add_argument("--show", type=int, default=1200, help="characters on the pictures and the page")
-    c.add_argument("--top", type=int, default=3, help="units listed per feature")
-    c.add_argument("--out", help="output directory (default: runs/cells/<model name>)")
     k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
     k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")
     k.add_argument("--max-chars", type=int, default=4_000_000)
     r = sub.add_parser("gradients", help="measure vanishing/exploding gradients, clipping and context use; write figures",
                        description="e.g. python -m training gradients --out docs/gradients (a few CPU-minutes)")
     r.add_argument("--out", default="docs/gradients", help="directory for the PNGs, tables.md and results.json")
-    r.add_argument("--quick", action="store_true", help="a small version of every experiment (well under a minute)")
+    r.add_argument("--quick", action="store_true", help="a small version of every experiment (about a CPU-minute)")
     r.add_argument("--data", help="tiny shakespeare (default: the path the recipes name)")
     r.add_argument("--models", default="models", help="bundled artifacts whose context use is measured")
     args, rest = p.parse_known_args(argv)
@@ -151,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.cmd == "train":
             _train(args, rest)
         else:
-            {"eval": _eval, "sample": _sample, "export": _export, "cells": _cells, "code-corpus": _code_corpus,
+            {"eval": _eval, "sample": _sample, "export": _export, "code-corpus": _code_corpus,
              "gradients": _gradients}[args.cmd](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")

@@ -18,9 +18,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service import artifact
+import service.artifact as artifact
 from service.artifact import Meta
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 from training.checkpoint import config_of, load_checkpoint, model_of
 from training.model import CharLM, Classifier
 

@@ -27,10 +27,11 @@ import torch
 
 from service import artifact
 from service.artifact import Meta
-from service.tokenizer import Tokenizer
+from service.artifact.corpus import read_text
+from service.artifact.tokenizer import Tokenizer
 from training import gradients as g
 from training.config import TrainConfig, load_config
-from training.data import CharCorpus, read_text
+from training.data import CharCorpus
 from training.gradient_figures import figures, tables
 from training.gradient_runs import CLIPS, Run, short_run, spikes
 from training.model import CharLM
@@ -230,9 +231,10 @@ def save(results: dict[str, Any], out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=None, separators=(",", ":"), allow_nan=True) + "\n")
 
 
-def command(out: Path, data: Path | None, models: Path, quick: bool) -> None:
+def command(out: str | Path, data: str | Path | None, models: str | Path, quick: bool) -> None:
     """Measure everything, then write results.json, tables.md and the four PNGs under out."""
-    data = data or Path(recipe_data_path())
+    out, models = Path(out), Path(models)
+    data = Path(data or recipe_data_path())
     if not data.is_file():
         raise FileNotFoundError(f"{data}: tiny shakespeare is not there, so nothing was measured "
                                 "(the experiments train on it; pass --data FILE to use another copy)")

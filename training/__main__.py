@@ -1,4 +1,4 @@
-"""Command line: python -m training {train, eval, sample, export, code-corpus} (see --help of each).
+"""Command line: python -m training {train, eval, sample, export, code-corpus, gradients} (see --help of each).
 
 `python -m training cells ...` runs the cell search, which lives with the tracer it reads (python -m service.interpret).
 """
@@ -80,6 +80,12 @@ def _code_corpus(args: argparse.Namespace) -> None:
     print(json.dumps(build(args.out, args.max_chars), indent=1))
 
 
+def _gradients(args: argparse.Namespace) -> None:
+    from training.gradient_report import command
+
+    command(args.out, args.data, args.models, args.quick)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cells"]:  # interpretability needs no torch: the service's tools read the artifact
@@ -112,6 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
     k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")
     k.add_argument("--max-chars", type=int, default=4_000_000)
+    r = sub.add_parser("gradients", help="measure vanishing/exploding gradients, clipping and context use; write figures",
+                       description="e.g. python -m training gradients --out docs/gradients (a few CPU-minutes)")
+    r.add_argument("--out", default="docs/gradients", help="directory for the PNGs, tables.md and results.json")
+    r.add_argument("--quick", action="store_true", help="a small version of every experiment (about a CPU-minute)")
+    r.add_argument("--data", help="tiny shakespeare (default: the path the recipes name)")
+    r.add_argument("--models", default="models", help="bundled artifacts whose context use is measured")
     args, rest = p.parse_known_args(argv)
     if rest and args.cmd != "train":
         p.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -119,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.cmd == "train":
             _train(args, rest)
         else:
-            {"eval": _eval, "sample": _sample, "export": _export, "code-corpus": _code_corpus}[args.cmd](args)
+            {"eval": _eval, "sample": _sample, "export": _export, "code-corpus": _code_corpus,
+             "gradients": _gradients}[args.cmd](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")
 

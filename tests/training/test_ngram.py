@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fractions import Fraction as F
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -47,7 +47,7 @@ def test_order_one_is_a_unigram_with_three_discounts():
     # counts a1 b2 c3 d4, e unseen: n1..n4 = 1, so D1 = 1/3, D2 = 1, D3+ = 5/3 (counts 3 and 4), N = 10, V = 5.
     # p(w) = (c(w) - D(c(w))) / N + (D1 + D2 + 2 D3+) / N / V, with D1 + D2 + 2 D3+ = 14/3.
     lm = _model("bbcccdddda", "abcde", 1)
-    want = [F(24, 150), F(29, 150), F(34, 150), F(49, 150), F(14, 150)]
+    want = [Fraction(24, 150), Fraction(29, 150), Fraction(34, 150), Fraction(49, 150), Fraction(14, 150)]
     np.testing.assert_allclose(lm.distribution(np.array([], np.int64)), [float(w) for w in want], rtol=1e-12)
     np.testing.assert_allclose(lm.distribution(np.array([3, 3])), [float(w) for w in want], rtol=1e-12)  # no context used
 
@@ -63,8 +63,9 @@ def test_bigram_on_a_toy_corpus_worked_by_hand():
     # Context c was never seen: p(.|c) = p1.
     lm = _model("aabab", "abc", 2)
     a, b, c = 0, 1, 2
-    cases = {a: [F(31, 81), F(65, 162), F(35, 162)], b: [F(17, 27), F(13, 54), F(7, 54)],
-             c: [F(7, 27), F(13, 27), F(7, 27)]}
+    cases = {a: [Fraction(31, 81), Fraction(65, 162), Fraction(35, 162)],
+             b: [Fraction(17, 27), Fraction(13, 54), Fraction(7, 54)],
+             c: [Fraction(7, 27), Fraction(13, 27), Fraction(7, 27)]}
     for context, want in cases.items():
         np.testing.assert_allclose(lm.distribution(np.array([context])), [float(w) for w in want], rtol=1e-12)
     # scoring a text predicts each character from the ones before it

@@ -15,7 +15,7 @@ class DataConfig:
     path: str = ""  # corpus (char_lm) or labelled sentences (classifier)
     val_path: str = ""  # classifier validation file; char_lm validates on the last val_fraction
     val_fraction: float = 0.1  # char_lm: the last 10% of characters
-    format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" by suffix
+    format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" (from the first line)
     level: str = "char"  # tokenizer: "char" or "word"
     min_freq: int = 1  # words seen fewer times in training map to <unk>
     labels: dict[str, str] = field(default_factory=lambda: {"0": "negative", "1": "positive"})  # raw -> name, in class order

@@ -64,8 +64,8 @@ model-python-lstm: $(CODE_CORPUS)
 
 # Interpretable cells of the bundled models (docs/cells.md): ranked tables, cells.json, pictures and pages in runs/cells/.
 cells: $(VENV) $(CODE_CORPUS)
-	$(PY) -m training cells models/python-lstm/1 --features code --chars 120000
-	$(PY) -m training cells models/shakespeare-lstm/1 --features prose --chars 100000 --labels $(DATA)/sst2/dev.tsv
+	$(PY) -m service.interpret cells models/python-lstm/1 --features code --chars 120000
+	$(PY) -m service.interpret cells models/shakespeare-lstm/1 --features prose --chars 100000 --labels $(DATA)/sst2/dev.tsv
 
 # ---- deployment (docs/deploy.md): wheelhouses for the images, the images, the compose stack
 WHEELS    := deploy/wheels

@@ -13,7 +13,8 @@ import json
 import sys
 import time
 
-from training.data import CharCorpus, DataError
+from service.artifact.corpus import DataError
+from training.data import CharCorpus
 from training.ngram import MAX_ORDER, KneserNey, NGramCounts, bits
 
 

@@ -80,7 +80,7 @@ def _units(specs: list[str]) -> list[tuple[int, int]]:
 
 
 def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
-    from service.cellpage import Series, render, value_range
+    from service.interpret.cellpage import Series, render, value_range
 
     text = open(a.file, encoding="utf-8").read() if a.file else checked(a.text, "the text")
     if not text:

@@ -19,7 +19,7 @@ import json, sys
 sys.modules["torch"] = None  # any torch import now fails
 import numpy as np, onnxruntime as ort
 from service.artifact import Meta
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 d, prompt = sys.argv[1], sys.argv[2]
 meta, tok = Meta.load(d + "/meta.json"), Tokenizer.load(d + "/tokenizer.json")
 sess = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])

@@ -9,10 +9,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from service.trace import Tracer
+from service.interpret import cells, features
+from service.interpret.trace import Tracer
 from tests.conftest import SHAKESPEARE, _train_and_export
 from tests.torch_reference import torch_activations
-from training import cells, features, pycorpus
+from training import pycorpus
 from training.checkpoint import load_checkpoint, model_of
 
 TOL = 1e-4

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from service.tokenizer import Tokenizer, split_words
+from service.artifact.corpus import DataError, read_sentences
+from service.artifact.tokenizer import Tokenizer, split_words
 from tests.conftest import SHAKESPEARE, SST2, SST2_SENTENCES
-from training.data import BPTTBatches, CharCorpus, DataError, pad_batch, read_sentences
+from training.data import BPTTBatches, CharCorpus, pad_batch
 
 LABELS = {"0": "negative", "1": "positive"}
 

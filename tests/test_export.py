@@ -83,8 +83,8 @@ def test_artifact_runs_without_torch_and_samples_like_torch(tmp_path):
 import sys; sys.modules["torch"] = None  # any torch import now fails
 import numpy as np, onnxruntime as ort
 from service.artifact import Meta
-from service.tokenizer import Tokenizer
-from service.sampling import sample
+from service.artifact.tokenizer import Tokenizer
+from service.artifact.sampling import sample
 d = {str(tmp_path / "m" / "1")!r}
 meta, tok = Meta.load(d + "/meta.json"), Tokenizer.load(d + "/tokenizer.json")
 sess = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])

@@ -108,8 +108,8 @@ def test_the_find_class_watch_sees_an_unpickle():
 
 def test_loading_and_serving_models_never_unpickles(model_repo):
     """The whole load path (JSON, ONNX parse, ONNX Runtime session, self-checks) and a trace, watched."""
-    from service.repository import Repository
-    from service.trace import Tracer
+    from service.interpret.trace import Tracer
+    from service.models.repository import Repository
 
     with unpickling() as seen:
         repo = Repository.load(model_repo, intra_op_threads=1)

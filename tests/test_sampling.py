@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from service.sampling import sample
+from service.artifact.sampling import sample
 
 
 def _draw(logits, temperature=1.0, top_k=0, top_p=1.0, n=4000, seed=0, banned=None):

@@ -1,11 +1,14 @@
-"""Command line: python -m training {train, eval, sample, export, cells, code-corpus} (see --help of each)."""
+"""Command line: python -m training {train, eval, sample, export, code-corpus} (see --help of each).
+
+`python -m training cells ...` runs the cell search, which lives with the tracer it reads (python -m service.interpret).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
@@ -29,7 +32,8 @@ def _floats(m: dict) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from training.data import CharCorpus, read_sentences, read_text
+    from service.artifact.corpus import read_sentences, read_text
+    from training.data import CharCorpus
     from training.evaluate import evaluate_classifier, evaluate_lm
     from training.open_model import open_model
 
@@ -77,22 +81,6 @@ def _export(args: argparse.Namespace) -> None:
     print(describe(meta))
 
 
-def _cells(args: argparse.Namespace) -> None:
-    from training import cells, features
-
-    presets = {"prose": features.PROSE, "code": features.CODE, "all": [f.name for f in features.FEATURES]}
-    names = presets.get(args.features) or args.features.split(",")
-    out = args.out or f"runs/cells/{Path(args.model).resolve().parent.name}"
-    report = cells.search(args.model, out, args.corpus, args.chars, names, args.labels, args.max_sentences, args.show,
-                          args.top)
-    print(f"{report['cell']} units of {args.model} over {report['chars']} characters of {report['corpus']}\n")
-    print(cells.table(report["features"]))
-    if report["gates"]:
-        print("\ngate saturation (fraction of steps), mean over units:")
-        print(cells.gate_table(report["gates"]))
-    print(f"\nwrote {out}/cells.json, cells.html and the pictures")
-
-
 def _code_corpus(args: argparse.Namespace) -> None:
     from training.pycorpus import build
 
@@ -103,6 +91,9 @@ MODEL_HELP = "a checkpoint (runs/NAME/last.pt) or a model directory (models/NAME
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cells"]:  # interpretability needs no torch: the service's tools read the artifact
+        sys.exit(subprocess.call([sys.executable, "-m", "service.interpret", *argv]))
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train from a recipe; extra --key=value arguments override it",
@@ -130,17 +121,6 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("checkpoint")
     x.add_argument("out_dir", help="e.g. models/shakespeare-lstm/1")
     x.add_argument("--description", default="")
-    c = sub.add_parser("cells", help="score every unit of a char LM artifact against text features (and sentiment)",
-                       description="e.g. python -m training cells models/shakespeare-lstm/1 --features prose")
-    c.add_argument("model", help="artifact directory, e.g. models/python-lstm/1")
-    c.add_argument("--corpus", help="text to read (default: the validation split of the model's training corpus)")
-    c.add_argument("--chars", type=int, default=30000, help="characters of the corpus to score")
-    c.add_argument("--features", default="all", help="prose, code, all, or feature names separated by commas")
-    c.add_argument("--labels", help="labelled sentences (GLUE TSV or '<label> <text>'): also score sentiment")
-    c.add_argument("--max-sentences", type=int, default=1000)
-    c.add_argument("--show", type=int, default=1200, help="characters on the pictures and the page")
-    c.add_argument("--top", type=int, default=3, help="units listed per feature")
-    c.add_argument("--out", help="output directory (default: runs/cells/<model name>)")
     k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
     k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")
     k.add_argument("--max-chars", type=int, default=4_000_000)
@@ -151,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.cmd == "train":
             _train(args, rest)
         else:
-            {"eval": _eval, "sample": _sample, "export": _export, "cells": _cells, "code-corpus": _code_corpus}[args.cmd](args)
+            {"eval": _eval, "sample": _sample, "export": _export, "code-corpus": _code_corpus}[args.cmd](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")
 

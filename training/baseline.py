@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.tokenizer import Tokenizer
-from training.data import CharCorpus, DataError, file_info
+from service.artifact.corpus import DataError
+from service.artifact.tokenizer import Tokenizer
+from training.data import CharCorpus, file_info
 from training.ngram import MAX_ORDER, bits, evaluate_orders
 
 METHOD = "interpolated modified Kneser-Ney character n-gram (Chen & Goodman 1998)"

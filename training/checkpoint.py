@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 from training.config import TrainConfig, _build
 from training.model import CharLM, Classifier
 

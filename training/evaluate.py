@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.tokenizer import Tokenizer
-from training.data import Sentences, pad_batch
+from service.artifact.corpus import Sentences
+from service.artifact.tokenizer import Tokenizer
+from training.data import pad_batch
 from training.model import CharLM, Classifier
 
 

@@ -19,12 +19,12 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service import artifact
+import service.artifact as artifact
 from service.artifact import Meta
-from service.tokenizer import Tokenizer
+from service.artifact.corpus import DataError
+from service.artifact.tokenizer import Tokenizer
 from training.baseline import baseline_of_run, margin
 from training.checkpoint import config_of, load_checkpoint, model_of
-from training.data import DataError
 from training.model import CharLM, Classifier
 from training.onnx_warnings import batch_warning_unless_it_fails
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from service.artifact import META_FILE, MODEL_FILE, TOKENIZER_FILE, Meta
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 from training.artifact_model import OnnxCharLM, OnnxClassifier, open_artifact
 from training.checkpoint import config_of, load_checkpoint, model_of
 from training.config import TrainConfig, _build

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.sampling import sample
-from service.tokenizer import Tokenizer
+from service.artifact.sampling import sample
+from service.artifact.tokenizer import Tokenizer
 from training.model import CharLM
 
 

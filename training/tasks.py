@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.tokenizer import Tokenizer, split_words
+from service.artifact.corpus import read_sentences
+from service.artifact.tokenizer import Tokenizer, split_words
 from training.config import TrainConfig
-from training.data import BPTTBatches, CharCorpus, file_info, pad_batch, read_sentences
+from training.data import BPTTBatches, CharCorpus, file_info, pad_batch
 from training.evaluate import encode_all, evaluate_classifier, evaluate_lm
 from training.model import CharLM, Classifier
 from training.precision import autocast

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 from tests.service.harness import pb
 
 TEXTS = ["a gripping , beautifully acted film", "dull", "i wanted to like it , but the plot makes no sense at all",

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from service.scheduler import Scheduler
+from service.engine.scheduler import Scheduler
 from tests.service.harness import Running, generate, patched_run, pb, slowed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,8 @@ def faulty(serve) -> Running:
 
 
 def _scheduler(running: Running) -> Scheduler:
-    return running.server.engines[(MODEL, 1)]
+    host = running.server.host
+    return host.engine(host.repo.get(MODEL, 1))
 
 
 def _active(running: Running) -> float:

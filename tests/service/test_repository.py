@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import NotFound
-from service.repository import Repository, scan
+from service.models.repository import Repository, scan
 from tests.audit import recording
 from tests.service.harness import Running, generate, settings
 

@@ -14,9 +14,9 @@ import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from service.api.security import INVALID, MISSING, TokenAuth, load_tokens, server_credentials
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
-from service.security import INVALID, MISSING, TokenAuth, load_tokens, server_credentials
 from service.settings import Settings
 from tests.service.harness import Running, pb, pb_grpc, settings
 

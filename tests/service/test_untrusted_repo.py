@@ -19,7 +19,7 @@ import pytest
 from service.artifact import shown
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
-from service.repository import Repository
+from service.models.repository import Repository
 from tests.audit import outside, recording
 from tests.service.harness import Running, generate, pb, settings
 from tests.service.hostile_repo import CASES, GOOD, NAME_RULE, ODD_NAMES, ODD_VERSIONS, VERSION_RULE, L, build

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
+from service.artifact.corpus import read_sentences, sentence_format
 from tests.conftest import ROOT, SST2_SENTENCES
 from training.__main__ import main
-from training.data import read_sentences, sentence_format
 
 LABELS = {"0": "negative", "1": "positive"}
 

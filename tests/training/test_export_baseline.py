@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from service.artifact import META_FILE, Meta
-from service.tokenizer import Tokenizer
+from service.artifact.tokenizer import Tokenizer
 from tests.conftest import SHAKESPEARE
 from training.baseline import kn_baseline
 from training.config import load_config

@@ -1,11 +1,11 @@
 """Cell search: score every unit of a char LM artifact against feature detectors, sentiment, and gate saturation.
 
 Karpathy, Johnson & Fei-Fei (2015) found LSTM cells that track quotes, line length and nesting by
-looking; here every unit is scored against each detector of training/features.py, by Pearson
+looking; here every unit is scored against each detector of features.py, by Pearson
 correlation and, for binary features, by ROC AUC (how well thresholding the unit alone separates
 the two classes). Radford, Jozefowicz & Sutskever (2017) found one unit of a char LM whose value
 at the end of a review predicts its sentiment: score_sentiment is that test. Activations come from
-the served artifact itself (service/trace.py), so what is found here is what Trace shows.
+the served artifact itself (trace.py), so what is found here is what Trace shows.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from service.artifact import META_FILE, MODEL_FILE, TOKENIZER_FILE, Meta
-from service.runners import LMRunner, make_session
-from service.tokenizer import Tokenizer
-from service.trace import GATES, Tracer
-from training import features
+from service.artifact.tokenizer import Tokenizer
+from service.interpret import features
+from service.interpret.trace import GATES, Tracer
+from service.models.runners import LMRunner, make_session
 
 SATURATED_LOW, SATURATED_HIGH = 0.1, 0.9  # the paper's gate saturation thresholds
 MIN_CLASS = 20  # a binary feature needs this many characters of each class to be scored
@@ -192,10 +192,10 @@ def search(model_dir: str | Path, out: str | Path, corpus: str | None = None, ch
     """Score, print-ready report, cells.json, and one PNG + one HTML page of the best units, written under `out`."""
     import json
 
-    from service.cellpage import Series, render, value_range
-    from service.trace import trace_text
-    from training import visualize
-    from training.data import read_sentences, read_text
+    from service.artifact.corpus import read_sentences, read_text
+    from service.interpret import pictures
+    from service.interpret.cellpage import Series, render, value_range
+    from service.interpret.trace import trace_text
 
     model, out = Model.open(model_dir), Path(out)
     if corpus is None:  # the validation split of the corpus the model was trained on, as in the paper
@@ -216,7 +216,7 @@ def search(model_dir: str | Path, out: str | Path, corpus: str | None = None, ch
     (out / "cells.json").write_text(json.dumps(report, indent=1) + "\n")
     name = model.path.parent.name
     if gates:
-        visualize.gate_saturation(gates, out / "gates.png", f"{name}: gate saturation over {len(scored)} characters")
+        pictures.gate_saturation(gates, out / "gates.png", f"{name}: gate saturation over {len(scored)} characters")
 
     best = [(f, e["top"][0]) for f, e in found.items() if "top" in e and f != "sentiment"]
     if best:
@@ -230,7 +230,7 @@ def search(model_dir: str | Path, out: str | Path, corpus: str | None = None, ch
             score = f"AUC {b['auc']:.3f}" if "auc" in b else f"r {b['r']:+.3f}"
             label = f"{f}: layer {b['layer']} unit {b['unit']} {b['quantity']} ({score})"
             series.append(Series(label, values.tolist(), lo, hi))
-            visualize.text_heatmap(t.chars, values, lo, hi, out / f"{f}.png", f"{name} · {label}")
+            pictures.text_heatmap(t.chars, values, lo, hi, out / f"{f}.png", f"{name} · {label}")
         nxt = [[(model.tokenizer.token(int(i)), float(p)) for i, p in zip(ids, ps, strict=True)]
                for ids, ps in zip(t.top_ids, t.top_probs, strict=True)]
         page = render(f"{name}: the best unit for each feature", t.chars, series, nxt,

@@ -1,7 +1,7 @@
 """A self-contained HTML page: text coloured by a unit's activation, character by character, next-character top-k on hover.
 
 The pictures of Karpathy, Johnson & Fei-Fei (2015), "Visualizing and Understanding Recurrent
-Networks", figs. 3-6. Standard library only: the client CLI and training both write it.
+Networks", figs. 3-6. Standard library only: the client CLI and the cell search both write it.
 """
 
 from __future__ import annotations

@@ -62,9 +62,9 @@ def read_graph(path: Path) -> tuple[str, np.ndarray, list[Layer]]:
     """
     from onnx import numpy_helper
 
-    from service import graphfile
+    from service.artifact.graph import parse
 
-    graph = graphfile.parse(artifact.read_member(path.parent, path.name)).graph
+    graph = parse(artifact.read_member(path.parent, path.name)).graph
     weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
     embed = [n for n in graph.node if n.op_type == "Gather" and n.input[1] == artifact.TOKENS and n.input[0] in weights]
     cells = [n for n in graph.node if n.op_type in _OPS]

@@ -15,7 +15,7 @@ import numpy as np
 
 from service.errors import ResourceExhausted, Unavailable
 from service.metrics import ClassifyMetrics
-from service.runners import ClassifierRunner
+from service.models.runners import ClassifierRunner
 
 
 class Batcher:
@@ -87,6 +87,7 @@ class Batcher:
                     f.set_result(p)
 
     async def close(self) -> None:
+        """Stop batching: texts still waiting fail with UNAVAILABLE."""
         self.stopping = True
         self.task.cancel()
         for _, f, _ in self.pending:

@@ -1,0 +1,124 @@
+"""meta.json: what a model is, how it was made and how well it did; every field checked, since it is untrusted input.
+
+Training writes it and the service reads it, through this one definition (standard library only, never torch).
+What each kind's meta.json must say is in kinds.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.artifact.files import MAX_BYTES, META_FILE, parse_json, read_inside
+from service.artifact.kinds import KINDS, RULES, StateSpec
+
+FORMAT = "rnnserve.artifact/v1"
+CELLS = ("rnn", "lstm", "gru")
+
+# Graph I/O names. A char LM graph is tokens[B,T] + state -> logits[B,T,V] + new state;
+# a classifier graph is tokens[B,T] + lengths[B] -> logits[B,C].
+TOKENS = "tokens"
+LENGTHS = "lengths"
+LOGITS = "logits"
+
+# Bounds on meta.json sizes: beyond them, the load-time self-check would ask for gigabytes of state and logits.
+MAX_SIZES = {"n_layer": 256, "hidden_size": 1 << 16, "vocab_size": 1 << 22}
+MAX_THREADS = 256
+
+
+def _positive_int(value: Any, limit: int) -> bool:
+    return type(value) is int and 0 < value <= limit
+
+
+@dataclass
+class Meta:
+    """meta.json: what the model is, how it was made and how well it did.
+
+    `sizes` holds n_layer, n_embd, hidden_size, vocab_size (+ bidirectional, n_class for classifiers);
+    `training` is the resolved training config, `data` names each data file with its sha256,
+    `evaluation` the measured figures, `versions` the library versions and opset,
+    `runtime` the serving hints measured at export (best intra-op thread count).
+    """
+
+    kind: str
+    cell: str
+    sizes: dict[str, Any]
+    state: list[StateSpec] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    format: str = FORMAT
+
+    def __post_init__(self) -> None:
+        """Every field checked for type and range: meta.json is untrusted input, and a lie must fail here."""
+        for key in ("format", "kind", "cell", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"meta.json {key} must be a string")
+        for key in ("sizes", "training", "data", "evaluation", "versions", "runtime"):
+            if not isinstance(getattr(self, key), dict):
+                raise ValueError(f"meta.json {key} must be an object")
+        if self.format != FORMAT:
+            raise ValueError(f"meta.json format {self.format!r} is not {FORMAT!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"meta.json kind {self.kind!r} is not one of {KINDS}")
+        if self.cell not in CELLS:
+            raise ValueError(f"meta.json cell {self.cell!r} is not one of {CELLS}")
+        for key, limit in MAX_SIZES.items():
+            if not _positive_int(self.sizes.get(key), limit):
+                raise ValueError(f"meta.json sizes.{key} must be an integer from 1 to {limit}, got {self.sizes.get(key)!r:.40}")
+        threads = self.runtime.get("intra_op_num_threads", 1)
+        if not _positive_int(threads, MAX_THREADS):
+            raise ValueError(f"meta.json runtime.intra_op_num_threads must be an integer from 1 to {MAX_THREADS}")
+        self._check_state()
+        self._check_labels()
+        RULES[self.kind](self)
+
+    def _check_state(self) -> None:
+        if not isinstance(self.state, list) or not all(isinstance(s, StateSpec | dict) for s in self.state):
+            raise ValueError("meta.json state must be a list of objects")
+        try:
+            self.state = [s if isinstance(s, StateSpec) else StateSpec(**s) for s in self.state]
+        except TypeError as err:
+            raise ValueError(f"meta.json state entries need exactly input, output, n_layer, hidden_size: {err}") from None
+
+    def _check_labels(self) -> None:
+        if not isinstance(self.labels, list) or not all(isinstance(x, str) and x for x in self.labels):
+            raise ValueError("meta.json labels must be a list of non-empty strings")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("meta.json labels must be distinct")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Meta:
+        if not isinstance(d, dict):
+            raise ValueError("meta.json must hold a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"meta.json has unknown keys: {sorted(unknown)[:5]!r:.200}")
+        missing = {"kind", "cell", "sizes"} - set(d)
+        if missing:
+            raise ValueError(f"meta.json lacks {sorted(missing)}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def parse(cls, data: bytes) -> Meta:
+        """meta.json's bytes -> Meta; ValueError saying what is wrong."""
+        return cls.from_dict(parse_json(data, META_FILE))
+
+    @classmethod
+    def load(cls, path: Path) -> Meta:
+        """A meta.json file of an artifact: read as read_member reads it (inside <root>, at most MAX_BYTES)."""
+        path = Path(path)
+        return cls.parse(read_inside(path, path.parent.parent, MAX_BYTES[META_FILE]))

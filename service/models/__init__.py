@@ -1,0 +1,1 @@
+"""Loaded models: the repository on disk, the ONNX Runtime runners, and hot reload."""

@@ -34,7 +34,7 @@ def signature(kind: str, n_classes: int) -> tuple[list[Tensor], list[Tensor]]:
     return [Tensor("text", "BYTES", (-1,))], [Tensor("label", "BYTES", (-1,)), Tensor("probabilities", "FP32", (-1, n_classes))]
 
 
-def _unpack_bytes(raw: bytes, field: str) -> list[bytes]:
+def unpack_bytes(raw: bytes, field: str) -> list[bytes]:
     """BYTES raw contents: each element a 4-byte little-endian length, then that many bytes."""
     items, i = [], 0
     while i < len(raw):
@@ -72,7 +72,7 @@ def input_texts(req: v2.ModelInferRequest, model: str, spec: Tensor) -> list[str
     if req.raw_input_contents:
         if len(req.raw_input_contents) != 1:
             raise InvalidArgument("raw_input_contents", f"{len(req.raw_input_contents)} entries for 1 input")
-        items = _unpack_bytes(req.raw_input_contents[0], field)
+        items = unpack_bytes(req.raw_input_contents[0], field)
     else:
         items = list(t.contents.bytes_contents)
     if len(items) != int(np.prod(t.shape)):

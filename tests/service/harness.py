@@ -33,6 +33,7 @@ class Running:
         self.server: Server
         self.server, self.port = self.call(create_server(settings), timeout=120)
         self.channel = grpc.insecure_channel(f"localhost:{self.port}")
+        self.http = f"http://localhost:{self.server.http_port}"  # base URL of the HTTP API (http_port -1: none)
         self.stub = pb_grpc.InferenceStub(self.channel)
 
     def call(self, coro, timeout: float = 30):
@@ -67,8 +68,8 @@ class Running:
 
 
 def settings(model_repo, **overrides) -> Settings:
-    return Settings(host="localhost", port=0, metrics_host="localhost", metrics_port=0, model_dir=str(model_repo),
-                    intra_op_threads=1, **overrides)
+    return Settings(**{"host": "localhost", "port": 0, "metrics_host": "localhost", "metrics_port": 0, "http_host": "localhost",
+                       "http_port": 0, "model_dir": str(model_repo), "intra_op_threads": 1, **overrides})
 
 
 @contextmanager

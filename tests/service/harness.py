@@ -44,12 +44,10 @@ class Running:
             return r.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample from a fresh scrape of /metrics (0 when absent)."""
-        for family in text_string_to_metric_families(self.metrics_text()):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return s.value
-        return 0.0
+        """The sum of a metric's samples with these labels, from a fresh scrape of /metrics (0 when absent):
+        rnnserve_requests_total{method, code} counts both protocols unless `protocol` is given."""
+        return sum(s.value for family in text_string_to_metric_families(self.metrics_text()) for s in family.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
         end = time.monotonic() + timeout

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -112,10 +112,15 @@ async def _no_route(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _playground(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html")
+
+
 def create_app(native: InferenceServicer, v2: GRPCInferenceServicer, settings: Settings,
                auth: TokenAuth | None) -> Starlette:
     routes = [*NativeRoutes(native).routes(), *CompletionRoutes(native).routes(), *V2Routes(v2).routes(),
-              Mount("/", StaticFiles(directory=STATIC, html=True), name="playground")]
+              Route("/", _playground, methods=["GET"], name="Playground"),
+              Mount("/static", StaticFiles(directory=STATIC), name="static")]
     middleware = [Middleware(Guard, routes=routes, max_bytes=settings.max_receive_message_bytes, auth=auth)]
     if origins := [o.strip() for o in settings.http_cors_origins.split(",") if o.strip()]:
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],

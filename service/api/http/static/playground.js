@@ -36,7 +36,7 @@ function showError(err) { $("error").textContent = err ? String(err.message || e
 // ---- models
 async function loadModels() {
   const [list, known] = await Promise.all([api("v1/models").then((r) => r.json()),
-    fetch("presets.json").then((r) => (r.ok ? r.json() : {}))]);
+    fetch("static/presets.json").then((r) => (r.ok ? r.json() : {}))]);
   presets = known;
   const select = $("model");
   select.replaceChildren();

@@ -136,7 +136,8 @@ async function generate() {
       const f = event.data.finished;
       if (f) {
         const u = f.usage || {};
-        $("lm-status").textContent = `${f.finish_reason} · ${u.generated_chars || 0} characters · first after ` +
+        const reason = f.finish_reason.replace("FINISH_REASON_", "").toLowerCase();
+        $("lm-status").textContent = `${reason} · ${u.generated_chars || 0} characters · first after ` +
           `${((u.time_to_first_char_s || 0) * 1000).toFixed(1)} ms · version ${f.version}`;
       }
     }

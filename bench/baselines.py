@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from service.artifact.sampling import sample
-from service.models.repository import Model
+from service.models.model import Model
 
 
 def inprocess_loop(model: Model, B: int, steps: int, warmup: int = 50) -> dict[str, float]:

@@ -19,14 +19,13 @@ from service.api.http.serve import HttpServer
 from service.api.native import InferenceServicer
 from service.api.undecodable import RefuseUndecodable
 from service.api.v2 import GRPCInferenceServicer
-from service.engine.classify_batcher import Batcher
-from service.engine.scheduler import Scheduler
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from service.models.host import ModelHost
 from service.models.reload import Reloader
-from service.models.repository import Model, Repository
+from service.models.repository import Repository
 from service.settings import Settings
 
 log = logging.getLogger("rnnserve")
@@ -46,14 +45,6 @@ def health_name(model: str) -> str:
     return f"{SERVICE_NAME}/{model}"
 
 
-def _engine(model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Scheduler | Batcher:
-    """One engine per model version, by kind."""
-    if model.kind == "char_lm":
-        return Scheduler(model.name, model.version, model.runner, model.tokenizer, settings, loop)
-    return Batcher(model.name, model.version, model.runner, settings.classify_max_batch,
-                   settings.classify_max_delay_ms, settings.classify_max_queue)
-
-
 def _keepalive(keepalive_s: float) -> list[tuple[str, int]]:
     """HTTP/2 pings on connections with calls: a client whose host vanished without closing (no FIN, no RST)
     leaves its streams running and their text piling up until grpc sees it gone; only an unanswered ping does."""
@@ -68,12 +59,10 @@ class Server:
     """A running rnnserve: the grpc.aio server plus what must be stopped with it."""
 
     def __init__(self, settings: Settings, repo: Repository) -> None:
-        self.settings, self.repo = settings, repo
-        loop = asyncio.get_running_loop()
-        self.engines = {(m.name, m.version): _engine(m, settings, loop) for m in repo.all()}
-        self.servicer = InferenceServicer(repo, self.engines, settings)
-        self.reloader = Reloader(settings.model_dir, repo, self.engines, lambda m: _engine(m, settings, loop),
-                                 self._publish, settings.intra_op_threads, settings.inter_op_threads)
+        self.settings = settings
+        self.host = ModelHost(repo, settings, asyncio.get_running_loop())
+        self.reloader = Reloader(settings.model_dir, self.host, self._publish, settings.intra_op_threads,
+                                 settings.inter_op_threads)
         self.health = health.aio.HealthServicer()
         auth = security.interceptors(settings)
         self.grpc = grpc.aio.server(
@@ -81,10 +70,10 @@ class Server:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                      ("grpc.max_send_message_length", settings.max_send_message_bytes), *_keepalive(settings.keepalive_s)])
-        pb_grpc.add_InferenceServicer_to_server(self.servicer, self.grpc)
-        v2_servicer = GRPCInferenceServicer(self.servicer)
+        native, v2_servicer = InferenceServicer(self.host), GRPCInferenceServicer(self.host)
+        pb_grpc.add_InferenceServicer_to_server(native, self.grpc)
         v2_grpc.add_GRPCInferenceServiceServicer_to_server(v2_servicer, self.grpc)
-        pb_grpc.add_AdminServicer_to_server(AdminServicer(self.reloader, self.servicer), self.grpc)
+        pb_grpc.add_AdminServicer_to_server(AdminServicer(self.host, self.reloader), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, V2_SERVICE_NAME, ADMIN_SERVICE_NAME,
                                              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -92,7 +81,7 @@ class Server:
         self.port = security.bind(self.grpc, settings)
         self.http, self.http_port = None, -1  # REST, server-sent events and the playground, over the same servicers
         if settings.http_port >= 0:
-            self.http = HttpServer(create_app(self.servicer, v2_servicer, settings, next(iter(auth), None)), settings)
+            self.http = HttpServer(create_app(native, v2_servicer, settings, next(iter(auth), None)), settings)
             self.http_port = self.http.port
         self.metrics_httpd, self.metrics_port = None, -1
         if settings.metrics_port >= 0:
@@ -103,12 +92,12 @@ class Server:
 
     async def _publish(self) -> None:
         """Health and rnnserve_model_info follow the served set: at start and after every reload that changed it."""
-        metrics.set_models((m.name, m.version, m.kind, m.meta.cell) for m in self.repo.all())
-        for name in self.health_names - set(self.repo.models):
+        metrics.set_models((m.name, m.version, m.kind, m.meta.cell) for m in self.host.repo.all())
+        for name in self.health_names - set(self.host.repo.models):
             await self.health.set(health_name(name), NOT_SERVING)
-        for name in self.repo.models:
+        for name in self.host.repo.models:
             await self.health.set(health_name(name), SERVING)
-        self.health_names |= set(self.repo.models)
+        self.health_names |= set(self.host.repo.models)
 
     async def start(self) -> None:
         await self.grpc.start()
@@ -118,31 +107,30 @@ class Server:
         await self.health.set(SERVICE_NAME, SERVING)
         if self.settings.poll_s > 0:
             self.poller = asyncio.get_running_loop().create_task(self.reloader.poll(self.settings.poll_s))
-        log.info("serving %d model version(s) on port %d, HTTP on port %d, metrics on port %d", len(self.engines),
-                 self.port, self.http_port, self.metrics_port)
+        log.info("serving %d model version(s) on port %d, HTTP on port %d, metrics on port %d",
+                 len(self.host.repo.all()), self.port, self.http_port, self.metrics_port)
 
-    def open_streams(self) -> int:
-        engines = [*self.engines.values(), *self.reloader.retiring.values()]
-        return sum(e.n_open for e in engines if isinstance(e, Scheduler))
+    def open_requests(self) -> int:
+        """Requests still running on any engine, retiring ones included: shutdown lets them finish."""
+        return self.host.n_open + self.reloader.n_open
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Health goes NOT_SERVING, new requests get UNAVAILABLE, running streams finish (up to grace_s), then stop."""
-        if self.servicer.draining:
+        if self.host.draining:
             return await self.stopped.wait()
         grace_s = self.settings.grace_s if grace_s is None else grace_s
-        log.info("shutting down: draining %d stream(s) for up to %.1f s", self.open_streams(), grace_s)
-        self.servicer.draining = True
+        log.info("shutting down: draining %d request(s) for up to %.1f s", self.open_requests(), grace_s)
+        self.host.draining = True
         if self.poller is not None:
             self.poller.cancel()
         await self.health.enter_graceful_shutdown()
         deadline = time.monotonic() + grace_s
-        while self.open_streams() and time.monotonic() < deadline:
+        while self.open_requests() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         last_s = max(STOP_FLOOR_S, min(1.0, deadline - time.monotonic()))
         await asyncio.gather(self.grpc.stop(last_s), self.http.stop(last_s) if self.http is not None else asyncio.sleep(0))
         async with self.reloader.lock:  # a reload in progress finishes its swap first
-            for engine in self.engines.values():
-                await engine.close() if isinstance(engine, Batcher) else engine.close()
+            await self.host.close()
             await self.reloader.close()
         if self.metrics_httpd is not None:
             await asyncio.to_thread(self.metrics_httpd.shutdown)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from service.api.edge import rpc
-from service.api.native import InferenceServicer
-from service.errors import Unavailable
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from service.models.host import ModelHost
 from service.models.reload import Key, Reloader
 
 
@@ -15,13 +14,12 @@ def _refs(keys: list[Key]) -> list[pb.ModelRef]:
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, reloader: Reloader, native: InferenceServicer) -> None:
-        self.reloader, self.native = reloader, native  # native: for its draining flag
+    def __init__(self, host: ModelHost, reloader: Reloader) -> None:
+        self.host, self.settings, self.reloader = host, host.settings, reloader
 
     @rpc
     async def ReloadModels(self, request: pb.ReloadModelsRequest, context) -> pb.ReloadModelsResponse:  # noqa: N802
-        if self.native.draining:
-            raise Unavailable("the server is shutting down")
+        self.host.check_open()
         report = await self.reloader.reload()
         return pb.ReloadModelsResponse(
             loaded=_refs(report.loaded), unloaded=_refs(report.unloaded), serving=_refs(report.serving),

@@ -8,14 +8,21 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from service import metrics
 from service.errors import OverBudget, ResourceExhausted, ServiceError
+from service.settings import Settings
 
 log = logging.getLogger("rnnserve")
+
+
+class Servicer(Protocol):
+    """What rpc needs of the servicer whose methods it wraps: the server's settings (time budget, reply size)."""
+
+    settings: Settings
 
 # The client's deadline timer usually fires (and cancels the call) a moment before the server's
 # copy of the deadline runs out; under load that moment grows. A cancellation this close to the
@@ -49,11 +56,6 @@ def describe(err: Exception, method: str) -> tuple[grpc.StatusCode, str]:
         return err.code, _capped(str(err))
     log.error("%s failed", method, exc_info=err)
     return grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log"
-
-
-def _settings(servicer: Any) -> Any:
-    """The Settings of the server a servicer serves: its own, or its native servicer's (v2, Admin)."""
-    return getattr(servicer, "settings", None) or servicer.native.settings
 
 
 async def _write(context: grpc.aio.ServicerContext, reply: Any, max_bytes: int) -> None:
@@ -128,8 +130,8 @@ def rpc(method: Callable[..., Any] | None = None, *, budget: bool = True) -> Cal
         # Sent with context.write inside the budget rather than yielded: time spent sending counts
         # too (a yielding generator waits outside any timeout of its own while grpc sends).
         @functools.wraps(method)
-        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
-            settings = _settings(self)
+        async def stream(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> None:
+            settings = self.settings
             ending = _Ending(name, context, settings.max_request_s if budget else None)
             replies = method(self, request, context)
             try:
@@ -142,8 +144,8 @@ def rpc(method: Callable[..., Any] | None = None, *, budget: bool = True) -> Cal
         return stream
 
     @functools.wraps(method)
-    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        ending = _Ending(name, context, _settings(self).max_request_s if budget else None)
+    async def unary(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        ending = _Ending(name, context, self.settings.max_request_s if budget else None)
         with ending:
             async with ending.deadline:
                 return await method(self, request, context)

@@ -1,25 +1,18 @@
-"""The rnnserve.v1.Inference servicer: protos in, domain objects to the engines, protos out. Nothing else."""
+"""The rnnserve.v1.Inference servicer: each request goes to its model's kind; model listings."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import numbers
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+from service import kinds
 from service.api.edge import rpc
-from service.api.params import classify_rows, generate_params, trace_params
-from service.engine.classify_batcher import Batcher
-from service.engine.scheduler import Scheduler
-from service.engine.stream import Chunk
-from service.errors import FailedPrecondition, Unavailable
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from service.interpret.trace import Trace, Tracers, trace_text
-from service.models.repository import Model, Repository
-from service.settings import Settings
-
-FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
-TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message (1 MiB), well under gRPC's 4 MiB default
+from service.models.host import ModelHost
+from service.models.model import Model
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, float]:
@@ -41,79 +34,37 @@ def model_info(m: Model, latest: bool) -> pb.ModelInfo:
         evaluation=_flat(m.meta.evaluation), description=m.meta.description, latest=latest)
 
 
-def chunk_pb(chunk: Chunk, version: int) -> pb.GenerateResponse:
-    reply = pb.GenerateResponse(text=chunk.text, logprobs=chunk.logprobs or ())
-    if (f := chunk.finished) is not None:
-        reply.finished.CopyFrom(pb.Finished(
-            finish_reason=FINISH[f.reason], version=version,
-            usage=pb.Usage(prompt_chars=f.prompt_chars, generated_chars=f.generated_chars,
-                           time_to_first_char_s=f.time_to_first_char_s, total_time_s=f.total_time_s,
-                           queue_time_s=f.queue_time_s)))
-    return reply
-
-
-def trace_pb(t: Trace, version: int, cell: str, tokens: tuple[str, ...]) -> list[pb.TraceResponse]:
-    """The header message, then the steps in messages of at most TRACE_MESSAGE_VALUES activations each."""
-    header = pb.TraceHeader(version=version, cell=cell, n_chars=len(t.chars), quantities=list(t.values),
-                            columns=[pb.TraceColumn(layer=layer, unit=u) for layer, u in zip(t.layers, t.units, strict=True)])
-    rows = {q: v.tolist() for q, v in t.values.items()}
-    per_message = max(1, TRACE_MESSAGE_VALUES // (len(t.units) * len(rows)))
-    replies = [pb.TraceResponse(header=header)]
-    for start in range(0, len(t.chars), per_message):
-        replies.append(pb.TraceResponse(steps=[
-            pb.TraceStep(position=i, char=t.chars[i], **{q: r[i] for q, r in rows.items()},
-                         next=[pb.CharProbability(char=tokens[j], probability=p)
-                               for j, p in zip(t.top_ids[i].tolist(), t.top_probs[i].tolist(), strict=True)])
-            for i in range(start, min(start + per_message, len(t.chars)))]))
-    return replies
-
-
 class InferenceServicer(pb_grpc.InferenceServicer):
-    def __init__(self, repo: Repository, engines: dict[tuple[str, int], Scheduler | Batcher], settings: Settings) -> None:
-        self.repo, self.engines, self.settings = repo, engines, settings
-        self.draining = False
-        self.tracers = Tracers()
+    """Generate, Classify and Trace go to the handler of the model's kind (service/kinds/); listings are served here."""
 
-    def _engine(self, name: str, version: int, kind: str, method: str) -> tuple[Model, Scheduler | Batcher]:
-        if self.draining:
-            raise Unavailable("the server is shutting down")
-        model = self.repo.get(name, version)
-        if model.kind != kind:
-            raise FailedPrecondition(f"{method} needs a {kind} model; {name!r} is a {model.kind}")
-        return model, self.engines[(model.name, model.version)]
+    def __init__(self, host: ModelHost) -> None:
+        self.host, self.settings = host, host.settings
+
+    def _handler(self, method: str, name: str, version: int) -> Callable[[Any], Any]:
+        """The kind's handler of `method` for the named version, bound to it; UNAVAILABLE, NOT_FOUND, FAILED_PRECONDITION."""
+        served = self.host.serve(name, version)
+        return functools.partial(kinds.handler(served.kind, method, name), served)
 
     @rpc
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:  # noqa: N802
-        model, scheduler = self._engine(request.model, request.version, "char_lm", "Generate")
-        stream = scheduler.submit(generate_params(request, model.tokenizer, self.settings))
-        try:
-            async for chunk in stream.chunks():
-                yield chunk_pb(chunk, model.version)
-        finally:
-            scheduler.cancel(stream)  # no-op once finished; otherwise frees the slot at the next step
+        async for reply in self._handler("Generate", request.model, request.version)(request):
+            yield reply
 
     @rpc
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:  # noqa: N802
-        model, batcher = self._engine(request.model, request.version, "classifier", "Classify")
-        probs = await batcher.classify(classify_rows(request, model.tokenizer, self.settings))
-        labels = model.meta.labels
-        return pb.ClassifyResponse(version=model.version, results=[
-            pb.Classification(label=labels[int(p.argmax())], probabilities=p.tolist(), labels=labels) for p in probs])
-
-    @rpc
-    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:  # noqa: N802
-        return pb.ListModelsResponse(models=[model_info(m, self.repo.latest(m)) for m in self.repo.all()])
-
-    @rpc
-    async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:  # noqa: N802
-        m = self.repo.get(request.name, request.version)
-        return model_info(m, self.repo.latest(m))
+        return await self._handler("Classify", request.model, request.version)(request)
 
     @rpc
     async def Trace(self, request: pb.TraceRequest, context) -> AsyncIterator[pb.TraceResponse]:  # noqa: N802
-        model, _ = self._engine(request.model, request.version, "char_lm", "Trace")
-        p = trace_params(request, model.meta.sizes["n_layer"], model.meta.sizes["hidden_size"], self.settings)
-        tracer = await asyncio.to_thread(self.tracers.get, model.runner, model.path)
-        t = await asyncio.to_thread(trace_text, tracer, model.runner, model.tokenizer, p.text, p.layers, p.units, p.top_k)
-        for reply in await asyncio.to_thread(trace_pb, t, model.version, tracer.cell, model.tokenizer.tokens):
+        async for reply in self._handler("Trace", request.model, request.version)(request):
             yield reply
+
+    @rpc
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:  # noqa: N802
+        repo = self.host.repo
+        return pb.ListModelsResponse(models=[model_info(m, repo.latest(m)) for m in repo.all()])
+
+    @rpc
+    async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelInfo:  # noqa: N802
+        m = self.host.repo.get(request.name, request.version)
+        return model_info(m, self.host.repo.latest(m))

@@ -1,32 +1,25 @@
-"""The Open Inference Protocol (KServe v2) servicer, inference.GRPCInferenceService, over the native engines."""
+"""The Open Inference Protocol (KServe v2) servicer, inference.GRPCInferenceService: each model's kind answers its requests."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 
-import numpy as np
-
-from service import metrics
-from service.api import v2_params
+from service import kinds, metrics
 from service.api.edge import budget_error, describe, rpc
-from service.api.native import InferenceServicer
-from service.api.params import classify_rows, generate_params
-from service.api.v2_params import Tensor, add_output, pack_bytes, set_params, signature
-from service.engine.classify_batcher import Batcher
-from service.engine.scheduler import Scheduler
-from service.errors import InvalidArgument, NotFound, Unavailable
+from service.api.v2_params import Tensor
+from service.errors import InvalidArgument, NotFound
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.inference import model_config_pb2 as mc
-from service.models.repository import Model
+from service.kinds import Served
+from service.models.host import ModelHost
+from service.models.model import Model
 
 SERVER_NAME, SERVER_VERSION = "rnnserve", "1"
 EXTENSIONS = ["model_configuration", "parameters"]
 DATATYPES = {"BYTES": mc.TYPE_STRING, "FP32": mc.TYPE_FP32}
-FINAL = "triton_final_response"  # Triton's marker of a decoupled stream's last response to a request
 STREAM_QUEUE = 16  # responses buffered per stream; beyond it chunks wait in the engine, where they merge
 _DONE, _READ = object(), object()
 
@@ -40,37 +33,29 @@ def parse_version(version: str, field: str) -> int:
     return int(version)
 
 
-def _signature(m: Model) -> tuple[list[Tensor], list[Tensor]]:
-    return signature(m.kind, len(m.meta.labels))
-
-
 def _tensor_meta(t: Tensor) -> v2.ModelMetadataResponse.TensorMetadata:
     return v2.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
 
 
 def model_config(m: Model) -> mc.ModelConfig:
-    inputs, outputs = _signature(m)
-    params = {"kind": m.kind, "cell": m.meta.cell, "version": str(m.version)}
-    if m.kind == "char_lm":
-        params["request_parameters"] = ",".join(v2_params.LM_PARAMS)
-    else:
-        params["labels"] = json.dumps(m.meta.labels)
+    kind = kinds.get(m.kind)
+    inputs, outputs = kind.v2_signature(m)
+    params = {"kind": m.kind, "cell": m.meta.cell, "version": str(m.version), **kind.v2_parameters(m)}
     return mc.ModelConfig(
         name=m.name, platform=f"rnnserve_{m.kind}", backend="rnnserve", max_batch_size=0,
         input=[mc.ModelInput(name=t.name, data_type=DATATYPES[t.datatype], dims=t.shape) for t in inputs],
         output=[mc.ModelOutput(name=t.name, data_type=DATATYPES[t.datatype], dims=t.shape) for t in outputs],
         parameters={k: mc.ModelParameter(string_value=v) for k, v in params.items()},
-        model_transaction_policy=mc.ModelTransactionPolicy(decoupled=m.kind == "char_lm"))
+        model_transaction_policy=mc.ModelTransactionPolicy(decoupled=kind.v2_decoupled))
 
 
 class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, native: InferenceServicer) -> None:
-        self.native = native  # shares its repository, engines, settings and draining flag
+    def __init__(self, host: ModelHost) -> None:
+        self.host, self.settings = host, host.settings
 
-    def _model(self, name: str, version: str) -> Model:
-        if self.native.draining:
-            raise Unavailable("the server is shutting down")
-        return self.native.repo.get(name, parse_version(version, "model_version"))
+    def _served(self, name: str, version: str) -> Served:
+        """The model version a ModelInfer request names, with its kind and engine; UNAVAILABLE while draining."""
+        return self.host.serve(name, parse_version(version, "model_version"))
 
     @rpc
     async def ServerLive(self, request: v2.ServerLiveRequest, context) -> v2.ServerLiveResponse:  # noqa: N802
@@ -78,15 +63,15 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ServerReady(self, request: v2.ServerReadyRequest, context) -> v2.ServerReadyResponse:  # noqa: N802
-        return v2.ServerReadyResponse(ready=not self.native.draining and bool(self.native.repo.models))
+        return v2.ServerReadyResponse(ready=not self.host.draining and bool(self.host.repo.models))
 
     @rpc
     async def ModelReady(self, request: v2.ModelReadyRequest, context) -> v2.ModelReadyResponse:  # noqa: N802
         try:
-            self.native.repo.get(request.name, parse_version(request.version, "version"))
+            self.host.repo.get(request.name, parse_version(request.version, "version"))
         except NotFound:
             return v2.ModelReadyResponse(ready=False)
-        return v2.ModelReadyResponse(ready=not self.native.draining)
+        return v2.ModelReadyResponse(ready=not self.host.draining)
 
     @rpc
     async def ServerMetadata(self, request: v2.ServerMetadataRequest, context) -> v2.ServerMetadataResponse:  # noqa: N802
@@ -94,21 +79,21 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ModelMetadata(self, request: v2.ModelMetadataRequest, context) -> v2.ModelMetadataResponse:  # noqa: N802
-        m = self.native.repo.get(request.name, parse_version(request.version, "version"))
-        inputs, outputs = _signature(m)
+        m = self.host.repo.get(request.name, parse_version(request.version, "version"))
+        inputs, outputs = kinds.get(m.kind).v2_signature(m)
         return v2.ModelMetadataResponse(
-            name=m.name, versions=[str(v) for v in self.native.repo.models[m.name]], platform=f"rnnserve_{m.kind}",
+            name=m.name, versions=[str(v) for v in self.host.repo.models[m.name]], platform=f"rnnserve_{m.kind}",
             inputs=[_tensor_meta(t) for t in inputs], outputs=[_tensor_meta(t) for t in outputs])
 
     @rpc
     async def ModelConfig(self, request: v2.ModelConfigRequest, context) -> v2.ModelConfigResponse:  # noqa: N802
-        m = self.native.repo.get(request.name, parse_version(request.version, "version"))
+        m = self.host.repo.get(request.name, parse_version(request.version, "version"))
         return v2.ModelConfigResponse(config=model_config(m))
 
     @rpc
     async def ModelInfer(self, request: v2.ModelInferRequest, context) -> v2.ModelInferResponse:  # noqa: N802
-        model = self._model(request.model_name, request.model_version)
-        replies = [r async for r in self._infer(model, request, stream=False)]
+        served = self._served(request.model_name, request.model_version)
+        replies = [r async for r in served.kind.v2_infer(served, request, stream=False)]
         return replies[-1]
 
     @rpc(budget=False)
@@ -120,12 +105,12 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
         async def one(request: v2.ModelInferRequest) -> None:
             """One request of the session, under the time budget of a request."""
-            t0, code, budget_s = time.perf_counter(), "OK", self.native.settings.max_request_s
+            t0, code, budget_s = time.perf_counter(), "OK", self.settings.max_request_s
             budget = asyncio.timeout(budget_s)
             try:
                 async with budget:
-                    model = self._model(request.model_name, request.model_version)
-                    async for reply in self._infer(model, request, stream=True):
+                    served = self._served(request.model_name, request.model_version)
+                    async for reply in served.kind.v2_infer(served, request, stream=True):
                         await out.put(v2.ModelStreamInferResponse(infer_response=reply))
             except Exception as err:
                 status, message = describe(budget_error(err, budget, budget_s), "ModelStreamInfer")
@@ -165,49 +150,3 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
-
-    async def _infer(self, model: Model, request: v2.ModelInferRequest, stream: bool) -> AsyncIterator[v2.ModelInferResponse]:
-        inputs, outputs = _signature(model)
-        wanted = v2_params.requested_outputs(request, model.name, outputs)
-        reply = v2.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
-        engine = self.native.engines[(model.name, model.version)]
-        if isinstance(engine, Batcher):
-            native = v2_params.classify_request(request, model.name, inputs[0])
-            probs = await engine.classify(classify_rows(native, model.tokenizer, self.native.settings))  # (N, C)
-            labels = [model.meta.labels[int(i)].encode() for i in probs.argmax(axis=1)]
-            results = {"label": ((len(labels),), pack_bytes(labels)),
-                       "probabilities": (probs.shape, np.ascontiguousarray(probs, dtype="<f4").tobytes())}
-            for spec in wanted:
-                add_output(reply, spec, *results[spec.name])
-            if stream:
-                set_params(reply.parameters, {FINAL: True})
-            yield reply
-            return
-        async for text, finished in self._generate(engine, model, request, inputs[0], stream):
-            r = v2.ModelInferResponse()
-            r.CopyFrom(reply)
-            if wanted:
-                add_output(r, wanted[0], (1,), pack_bytes([text.encode()]))
-            params = {FINAL: finished is not None} if stream else {}
-            if finished is not None:
-                params.update(finish_reason=finished.reason, prompt_chars=finished.prompt_chars,
-                              generated_chars=finished.generated_chars)
-            set_params(r.parameters, params)
-            yield r
-
-    async def _generate(self, scheduler: Scheduler, model: Model, request: v2.ModelInferRequest, spec: Tensor,
-                        stream: bool) -> AsyncIterator[tuple[str, object]]:
-        """(text, finished) per chunk when streaming, else once for the whole text; the scheduler as Generate uses it."""
-        native = v2_params.generate_request(request, model.name, spec)
-        s = scheduler.submit(generate_params(native, model.tokenizer, self.native.settings))
-        try:
-            texts = []
-            async for chunk in s.chunks():
-                if stream:
-                    yield chunk.text, chunk.finished
-                else:
-                    texts.append(chunk.text)
-                    if chunk.finished is not None:
-                        yield "".join(texts), chunk.finished
-        finally:
-            scheduler.cancel(s)  # no-op once finished; otherwise frees the slot at the next step

@@ -16,6 +16,7 @@ INT_PARAMS = ("max_tokens", "top_k", "seed", "flush_chars", "flush_ms")
 FLOAT_PARAMS = ("temperature", "top_p")
 LM_PARAMS = (*INT_PARAMS, *FLOAT_PARAMS, "stop")
 RESERVED_PREFIX = "triton_"  # set by clients for the server itself (e.g. triton_enable_empty_final_response)
+FINAL = "triton_final_response"  # Triton's marker of a decoupled stream's last response to a request
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,6 @@ class Tensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-
-
-def signature(kind: str, n_classes: int) -> tuple[list[Tensor], list[Tensor]]:
-    """Inputs and outputs of a model kind, as ModelMetadata and ModelConfig describe them."""
-    if kind == "char_lm":
-        return [Tensor("prompt", "BYTES", (1,))], [Tensor("text", "BYTES", (1,))]
-    return [Tensor("text", "BYTES", (-1,))], [Tensor("label", "BYTES", (-1,)), Tensor("probabilities", "FP32", (-1, n_classes))]
 
 
 def unpack_bytes(raw: bytes, field: str) -> list[bytes]:
@@ -158,6 +152,11 @@ def set_params(target, values: dict[str, bool | int | float | str]) -> None:  # 
             target[k].double_param = v
         else:
             target[k].string_param = v
+
+
+def reply_to(req: v2.ModelInferRequest, model: str, version: int) -> v2.ModelInferResponse:
+    """A response to `req` without outputs yet: which model version answers, and the request's id."""
+    return v2.ModelInferResponse(model_name=model, model_version=str(version), id=req.id)
 
 
 def add_output(reply: v2.ModelInferResponse, spec: Tensor, shape: tuple[int, ...], raw: bytes) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artifact.meta import MAX_BYTES, MAX_SIZES, TOKENIZER_FILE, parse_json, read_inside
+from service.artifact.files import MAX_BYTES, TOKENIZER_FILE, parse_json, read_inside
+from service.artifact.meta import MAX_SIZES
 
 UNK = "<unk>"
 PAD = "<pad>"

@@ -87,6 +87,7 @@ class Batcher:
                     f.set_result(p)
 
     async def close(self) -> None:
+        """Stop batching: texts still waiting fail with UNAVAILABLE."""
         self.stopping = True
         self.task.cancel()
         for _, f, _ in self.pending:

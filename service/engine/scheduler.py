@@ -121,10 +121,11 @@ class Scheduler:
         else:
             self.polling = False
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop the decode thread; it fails the streams it still holds with UNAVAILABLE."""
         self.stopping = True
         self.wake.set()
-        self.thread.join(timeout=5)
+        await asyncio.to_thread(self.thread.join, 5)
 
     # ---- decode thread
     def _post(self, events: list[tuple[Stream, Chunk | Exception]]) -> None:

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service import artifact, metrics
 from service.artifact import shown
-from service.engine.classify_batcher import Batcher
-from service.engine.scheduler import Scheduler
-from service.models.repository import Model, Repository, load_model, scan
+from service.engine import Engine
+from service.models.host import Key, ModelHost
+from service.models.repository import Model, load_model, scan
 
 log = logging.getLogger("rnnserve")
 
-Key = tuple[str, int]  # (name, version)
 Signature = tuple[tuple[int, int] | None, ...]  # (size, mtime_ns) of each artifact file, None when missing
-Engine = Scheduler | Batcher
 RETIRE_POLL_S = 0.05  # how often a retired engine is checked for requests still running on it
 
 
@@ -55,13 +53,13 @@ class ReloadReport:
 
 
 class Reloader:
-    """Owns the swap of model versions in a running server: the repository, the engines, their retirement."""
+    """Swaps model versions in a running server (through its ModelHost) and retires the engines they replace."""
 
-    def __init__(self, root: Path, repo: Repository, engines: dict[Key, Engine], make_engine: Callable[[Model], Engine],
-                 published: Callable[[], object], intra_op_threads: int = 0, inter_op_threads: int = 1) -> None:
-        self.root, self.repo, self.engines = Path(root), repo, engines
-        self.make_engine, self.published = make_engine, published
+    def __init__(self, root: Path, host: ModelHost, published: Callable[[], Awaitable[None]],
+                 intra_op_threads: int = 0, inter_op_threads: int = 1) -> None:
+        self.root, self.host, self.published = Path(root), host, published
         self.threads = (intra_op_threads, inter_op_threads)
+        repo = host.repo
         self.signatures: dict[Key, Signature] = {(m.name, m.version): signature(m.path) for m in repo.all()}
         # path -> the files that failed (None: refused by scan, before any file was read), and why; seeded
         # with the start-up load's refusals so that the first poll does not report them as news
@@ -103,9 +101,7 @@ class Reloader:
         # The swap: synchronous on the event loop, so no request sees a partial set.
         for model in fresh:
             key = (model.name, model.version)
-            self.repo.add(model)
-            old = self.engines.get(key)
-            self.engines[key] = self.make_engine(model)
+            old = self.host.install(model)
             self.signatures[key] = on_disk[key][1]
             if old is not None:
                 self._retire(key, old)
@@ -113,13 +109,12 @@ class Reloader:
             report.loaded.append(key)
             log.info("loaded %s version %d from %s", model.name, model.version, model.path)
         for key in gone:
-            self.repo.remove(*key)
             del self.signatures[key]
-            self._retire(key, self.engines.pop(key))
+            self._retire(key, self.host.uninstall(key))
             report.unloaded.append(key)
         metrics.RELOADS.labels("loaded").inc(len(fresh))
         metrics.RELOADS.labels("unloaded").inc(len(report.unloaded))
-        report.serving = sorted((m.name, m.version) for m in self.repo.all())
+        report.serving = sorted((m.name, m.version) for m in self.host.repo.all())
         if fresh or gone:
             await self.published()
         return report
@@ -147,7 +142,7 @@ class Reloader:
         """Close a replaced or removed version's engine once the requests that started on it have ended."""
         while _busy(engine):
             await asyncio.sleep(RETIRE_POLL_S)
-        await engine.close() if isinstance(engine, Batcher) else await asyncio.to_thread(engine.close)
+        await engine.close()
         log.info("unloaded %s version %d", *key)
 
     async def poll(self, interval_s: float) -> None:
@@ -159,8 +154,13 @@ class Reloader:
             except Exception:
                 log.exception("reloading the model repository failed")
 
+    @property
+    def n_open(self) -> int:
+        """Requests still running on retired engines."""
+        return sum(e.n_open for e in self.retiring.values())
+
     async def close(self) -> None:
         """At shutdown, after the server has drained its requests: close retired engines still waiting."""
         for task, engine in list(self.retiring.items()):
             task.cancel()
-            await engine.close() if isinstance(engine, Batcher) else await asyncio.to_thread(engine.close)
+            await engine.close()

@@ -4,54 +4,30 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from service import artifact
-from service.artifact import Meta, graph, shown
+from service import artifact, kinds
+from service.artifact import Meta, shown
 from service.artifact.tokenizer import Tokenizer
 from service.errors import NotFound
-from service.models.runners import ClassifierRunner, LMRunner, make_session
+from service.models.model import Model
 
 log = logging.getLogger("rnnserve")
-
-
-@dataclass
-class Model:
-    name: str
-    version: int
-    path: Path
-    meta: Meta
-    tokenizer: Tokenizer
-    runner: LMRunner | ClassifierRunner
-
-    @property
-    def kind(self) -> str:
-        return self.meta.kind
 
 
 def load_model(path: Path, name: str, version: int, intra_op_threads: int = 0, inter_op_threads: int = 1) -> Model:
     """Load one artifact directory <root>/<name>/<version>/; raises ValueError/OSError saying what is wrong with it.
 
     Every file is read through artifact.read_member (inside <root>, size-capped) and parsed from
-    those bytes: ONNX Runtime gets the graph as bytes and never opens a path itself.
+    those bytes: ONNX Runtime gets the graph as bytes and never opens a path itself. The model's
+    kind (service/kinds/) makes its runner from the graph(s) its artifact holds.
     """
     meta = Meta.parse(artifact.read_member(path, artifact.META_FILE))
     tok = Tokenizer.parse(artifact.read_member(path, artifact.TOKENIZER_FILE))
     if tok.vocab_size != meta.sizes["vocab_size"]:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens, meta.json sizes.vocab_size is {meta.sizes['vocab_size']}")
-    if meta.kind == "char_lm" and tok.level != "char":
-        raise ValueError(f"a char_lm needs a char tokenizer, got level {tok.level!r}")
-    data = artifact.read_member(path, artifact.MODEL_FILE)
-    cells = graph.recurrent_cells(graph.parse(data))
-    if cells != {meta.cell}:
-        raise ValueError(f"meta.json cell is {meta.cell!r} but the graph's recurrent nodes are {sorted(cells) or 'none'}")
     threads = intra_op_threads or meta.runtime.get("intra_op_num_threads", 1)
-    try:
-        sess = make_session(data, threads, inter_op_threads)
-    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
-        raise ValueError(f"ONNX Runtime cannot load model.onnx: {err}") from err
-    runner = LMRunner(sess, meta) if meta.kind == "char_lm" else ClassifierRunner(sess, meta, tok)
+    runner = kinds.get(meta.kind).load(path, meta, tok, threads, inter_op_threads)
     runner.self_check()
     return Model(name, version, path, meta, tok, runner)
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service import artifact
-from service.artifact import Meta
+from service.artifact import Meta, graph
 from service.artifact.tokenizer import Tokenizer
 
 
@@ -27,6 +27,18 @@ def make_session(model: Path | bytes, intra_op_threads: int, inter_op_threads: i
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def load_session(path: Path, filename: str, meta: Meta, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
+    """One graph of an artifact, read as untrusted bytes: self-contained, its recurrent nodes of meta.json's cell."""
+    data = artifact.read_member(path, filename)
+    cells = graph.recurrent_cells(graph.parse(data))
+    if cells != {meta.cell}:
+        raise ValueError(f"meta.json cell is {meta.cell!r} but the graph's recurrent nodes are {sorted(cells) or 'none'}")
+    try:
+        return make_session(data, intra_op_threads, inter_op_threads)
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+        raise ValueError(f"ONNX Runtime cannot load {filename}: {err}") from err
 
 
 def _check_io(sess: ort.InferenceSession, inputs: dict[str, str], outputs: list[str]) -> None:

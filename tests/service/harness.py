@@ -95,7 +95,7 @@ def generate(stub, **fields) -> tuple[str, list[pb.GenerateResponse]]:
 @contextmanager
 def patched_run(running: Running, model: str, wrap: Callable[[Callable], Callable]) -> Iterator[None]:
     """Replace a model's runner.run with wrap(run) for the duration (e.g. to slow it down or break it)."""
-    runner = running.server.repo.get(model).runner
+    runner = running.server.host.repo.get(model).runner
     runner.run = wrap(runner.run)
     try:
         yield

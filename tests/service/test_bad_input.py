@@ -74,7 +74,7 @@ def test_get_model_unknown(server):
 @pytest.mark.parametrize("method", ["Generate", "Classify"])
 def test_a_failing_model_call_is_internal_without_traceback_and_the_server_stays_up(server, method):
     name = "tiny-lstm" if method == "Generate" else "tiny-sentiment"
-    runner = server.server.repo.get(name).runner
+    runner = server.server.host.repo.get(name).runner
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail of a bug")

@@ -73,7 +73,8 @@ def faulty(serve) -> Running:
 
 
 def _scheduler(running: Running) -> Scheduler:
-    return running.server.engines[(MODEL, 1)]
+    host = running.server.host
+    return host.engine(host.repo.get(MODEL, 1))
 
 
 def _active(running: Running) -> float:

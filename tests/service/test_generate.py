@@ -54,7 +54,7 @@ def _greedy_by_rerunning(model_dir, prompt: str, n: int) -> str:
 
 @pytest.mark.parametrize("name", ["tiny-lstm", "tiny-gru"])
 def test_one_prefill_then_one_step_per_character_with_carried_state(server, model_repo, name):
-    runner = server.server.repo.get(name).runner
+    runner = server.server.host.repo.get(name).runner
     calls, run = [], runner.run
 
     def spy(tokens, state):

@@ -217,7 +217,7 @@ def test_draining_answers_503_and_the_stream_in_flight_finishes(serve):
             next(events)
             stopper = threading.Thread(target=draining.call, args=(draining.server.shutdown(30),), kwargs={"timeout": 60})
             stopper.start()
-            assert draining.wait_for(lambda: draining.server.servicer.draining)
+            assert draining.wait_for(lambda: draining.server.host.draining)
             status, _, reply = post(draining.http, "/v1/generate", SEEDED)
             assert status == 503 and reply["error"]["code"] == "UNAVAILABLE"
             assert get(draining.http, "/v2/health/ready")[0] == 503

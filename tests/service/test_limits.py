@@ -8,8 +8,7 @@ import time
 import grpc
 import pytest
 
-from service.api.v2 import FINAL
-from service.api.v2_params import pack_bytes
+from service.api.v2_params import FINAL, pack_bytes
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.settings import Settings
@@ -60,7 +59,7 @@ def test_an_oversized_reply_is_resource_exhausted(serve):
     exhausted, internal = count("RESOURCE_EXHAUSTED"), count("INTERNAL")
     err = _error(lambda: list(s.stub.Generate(big, timeout=60)))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in err.details(), err
-    assert s.wait_for(lambda: s.server.open_streams() == 0)
+    assert s.wait_for(lambda: s.server.open_requests() == 0)
     # counted as what the client saw, not as an internal error of the server
     assert s.wait_for(lambda: count("RESOURCE_EXHAUSTED") == exhausted + 1)
     assert count("INTERNAL") == internal
@@ -77,7 +76,7 @@ def test_rpcs_beyond_the_concurrency_limit_are_resource_exhausted_at_once(serve)
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
         for call in held:
             call.cancel()
-        assert s.wait_for(lambda: s.server.open_streams() == 0, timeout=60)
+        assert s.wait_for(lambda: s.server.open_requests() == 0, timeout=60)
     # the slots come back: a new call is served once grpc has seen the cancelled ones end
     assert s.wait_for(lambda: _served(s), timeout=60)
 
@@ -102,7 +101,7 @@ def test_a_stream_over_the_time_budget_ends_with_deadline_exceeded_and_frees_its
     with patched_run(s, "tiny-lstm", slowed(0.005)):  # 50,000 steps of >= 5 ms: far past the budget
         err = _error(lambda: list(s.stub.Generate(request, timeout=120)))
         assert (err.code(), err.details()) == (grpc.StatusCode.DEADLINE_EXCEEDED, BUDGET_MESSAGE)
-        assert s.wait_for(lambda: s.server.open_streams() == 0, timeout=30)
+        assert s.wait_for(lambda: s.server.open_requests() == 0, timeout=30)
     assert s.metric("rnnserve_requests_total", method="Generate", code="DEADLINE_EXCEEDED") == before + 1
 
 
@@ -131,7 +130,7 @@ def test_the_clients_shorter_deadline_still_applies(budgeted):
     with patched_run(s, "tiny-lstm", slowed(0.005)):
         err = _error(lambda: list(s.stub.Generate(request, timeout=0.3)))
         assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and err.details() != BUDGET_MESSAGE
-        assert s.wait_for(lambda: s.server.open_streams() == 0, timeout=30)
+        assert s.wait_for(lambda: s.server.open_requests() == 0, timeout=30)
 
 
 def test_a_client_that_reads_nothing_is_ended_by_the_budget(budgeted):
@@ -143,7 +142,7 @@ def test_a_client_that_reads_nothing_is_ended_by_the_budget(budgeted):
         call = s.stub.Generate(request, timeout=120)
         assert s.wait_for(lambda: s.metric("rnnserve_requests_total", method="Generate",
                                            code="DEADLINE_EXCEEDED") == before + 1, timeout=60)
-        assert s.wait_for(lambda: s.server.open_streams() == 0, timeout=30)
+        assert s.wait_for(lambda: s.server.open_requests() == 0, timeout=30)
         err = _error(lambda: list(call))
     assert (err.code(), err.details()) == (grpc.StatusCode.DEADLINE_EXCEEDED, BUDGET_MESSAGE)
 

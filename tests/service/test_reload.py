@@ -82,7 +82,7 @@ def test_a_removed_version_finishes_its_streams_then_is_gone(repo, running):
     with patched_run(server, "lm", slowed(0.005)):  # version 2, the latest
         call = server.stub.Generate(pb.GenerateRequest(**SEEDED), timeout=60)
         first = next(call)
-        engine = server.server.engines[("lm", 2)]
+        engine = server.server.host.engine(server.server.host.repo.get("lm", 2))
         shutil.rmtree(repo / "lm" / "2")
         report = _reload(server)
         assert _refs(report.unloaded) == [("lm", 2)] and _refs(report.serving) == [("clf", 1), ("lm", 1)]
@@ -129,7 +129,7 @@ def test_a_version_rewritten_in_place_is_replaced(model_repo, repo, running):
         shutil.copy(model_repo / "tiny-gru" / "1" / f, repo / "lm" / "1" / f)
     report = _reload(server)
     assert _refs(report.loaded) == _refs(report.unloaded) == [("lm", 1)]
-    assert server.server.repo.get("lm").meta.cell == "gru"
+    assert server.server.host.repo.get("lm").meta.cell == "gru"
     assert _traced_cell(server) == "gru"  # Trace reads the new copy too
     assert not _reload(server).loaded  # nothing changed since
 
@@ -144,11 +144,11 @@ def test_polling_picks_up_changes_and_health_follows(model_repo, repo, running):
     staging = repo.parent / "staging"
     shutil.copytree(model_repo / "tiny-gru" / "1", staging / "1")
     staging.rename(repo / "gru")
-    assert server.wait_for(lambda: "gru" in server.server.repo.models, timeout=30)
+    assert server.wait_for(lambda: "gru" in server.server.host.repo.models, timeout=30)
     assert status("gru") == health_pb2.HealthCheckResponse.SERVING
     assert len(generate(server.stub, model="gru", prompt="A", max_tokens=4)[0]) == 4
     shutil.rmtree(repo / "gru")
-    assert server.wait_for(lambda: "gru" not in server.server.repo.models, timeout=30)
+    assert server.wait_for(lambda: "gru" not in server.server.host.repo.models, timeout=30)
     assert server.wait_for(lambda: status("gru") == health_pb2.HealthCheckResponse.NOT_SERVING)
 
 

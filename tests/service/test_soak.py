@@ -76,5 +76,5 @@ def test_a_random_mix_of_streams_all_end_right_and_free_their_slots(chunky):
     for model in ("tiny-lstm", "tiny-gru"):
         assert chunky.wait_for(lambda m=model: chunky.metric("rnnserve_active_streams", model=m) == 0)
         assert chunky.metric("rnnserve_queued_requests", model=model, method="Generate") == 0
-    assert all(s.n_open == 0 for s in chunky.server.engines.values() if hasattr(s, "n_open"))
+    assert chunky.server.host.n_open == 0
     assert len(generate(chunky.stub, model="tiny-lstm", prompt="A", max_tokens=9)[0]) == 9

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from service import client
-from service.api import native
+from service.kinds import char_lm
 from tests.service.harness import pb
 from tests.torch_reference import torch_activations
 from training.checkpoint import load_checkpoint, model_of
@@ -63,7 +63,7 @@ def test_trace_equals_torch(tracing, model_repo, name):
 
 
 def test_trace_streams_bounded_messages(tracing, monkeypatch):
-    monkeypatch.setattr(native, "TRACE_MESSAGE_VALUES", 5 * 8 * 7)  # 5 quantities x 8 columns: 7 steps a message
+    monkeypatch.setattr(char_lm, "TRACE_MESSAGE_VALUES", 5 * 8 * 7)  # 5 quantities x 8 columns: 7 steps a message
     _, steps, n_messages = _trace(tracing.stub, model="tiny-lstm", text=TEXT, layers=[0], units=list(range(8)))
     assert n_messages == -(-len(TEXT) // 7) and [s.position for s in steps] == list(range(len(TEXT)))
     assert all(len(s.next) == 0 for s in steps)  # top_k 0: no predictions

@@ -217,9 +217,9 @@ def test_cancelled_stream_frees_its_slot(server, stub):
     with patched_run(server, "tiny-lstm", slowed(0.002)):
         call = stub.ModelStreamInfer(iter([_request("tiny-lstm", "prompt", ["To be"], max_tokens=5000, flush_chars=1)]))
         assert next(call).infer_response.raw_output_contents
-        assert server.server.open_streams() == 1
+        assert server.server.open_requests() == 1
         call.cancel()
-        assert server.wait_for(lambda: server.server.open_streams() == 0)
+        assert server.wait_for(lambda: server.server.open_requests() == 0)
 
 
 def test_draining_server_is_not_ready_and_refuses_new_work(serve):
@@ -229,7 +229,7 @@ def test_draining_server_is_not_ready_and_refuses_new_work(serve):
         call = stub.ModelStreamInfer(iter([_request("tiny-lstm", "prompt", ["To be"], max_tokens=5000, flush_chars=1)]))
         assert next(call).infer_response.raw_output_contents
         drained = asyncio.run_coroutine_threadsafe(r.server.shutdown(), r.loop)
-        assert r.wait_for(lambda: r.server.servicer.draining)
+        assert r.wait_for(lambda: r.server.host.draining)
         assert stub.ServerLive(v2.ServerLiveRequest(), timeout=10).live
         assert not stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
         assert not stub.ModelReady(v2.ModelReadyRequest(name="tiny-lstm"), timeout=10).ready

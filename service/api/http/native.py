@@ -33,7 +33,7 @@ def servicer_method(servicer: object, name: str) -> Callable[..., Any]:
 def model_object(servicer: InferenceServicer, m: Model) -> dict:
     """A model as OpenAI's API lists one, with rnnserve's ModelInfo (kind, cell, sizes, labels, ...) beside it."""
     return {"id": m.name, "object": "model", "created": 0, "owned_by": "rnnserve",
-            "rnnserve": to_json(model_info(m, servicer.repo.latest(m)))}
+            "rnnserve": to_json(model_info(m, servicer.host.repo.latest(m)))}
 
 
 def _merged_generation(replies: list[dict]) -> dict:
@@ -92,7 +92,7 @@ class NativeRoutes:
     async def list_route(self, request: Request) -> Response:
         """One entry per model name, its latest version (what `model` selects when no version is given)."""
         async def work() -> Response:
-            repo = self.servicer.repo
+            repo = self.servicer.host.repo
             return JSONResponse({"object": "list", "data": [model_object(self.servicer, repo.get(name))
                                                             for name in repo.models]})
         return await Call("ListModels", self.budget_s).unary(work)
@@ -102,6 +102,6 @@ class NativeRoutes:
             version = request.query_params.get("version", "0")
             if not (version.isascii() and version.isdigit()):
                 raise InvalidArgument("version", f"must be a non-negative integer (0: the latest), got {version!r}")
-            m = self.servicer.repo.get(request.path_params["name"], int(version))
+            m = self.servicer.host.repo.get(request.path_params["name"], int(version))
             return JSONResponse(model_object(self.servicer, m))
         return await Call("GetModel", self.budget_s).unary(work)

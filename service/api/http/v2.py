@@ -30,7 +30,7 @@ def _target(request: Request) -> tuple[str, str]:
 class V2Routes:
     def __init__(self, servicer: GRPCInferenceServicer) -> None:
         self.servicer = servicer
-        self.budget_s = servicer.native.settings.max_request_s
+        self.budget_s = servicer.settings.max_request_s
         self.call = {name: servicer_method(servicer, name) for name in (
             "ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelConfig", "ModelInfer")}
 
@@ -71,7 +71,7 @@ class V2Routes:
 
         async def work() -> Response:
             ready = (await self.call["ModelReady"](v2.ModelReadyRequest(name=name, version=version))).ready
-            loaded = ready or (self.servicer.native.draining and name in self.servicer.native.repo.models)
+            loaded = ready or (self.servicer.host.draining and name in self.servicer.host.repo.models)
             return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503 if loaded else 404)
         return await Call("ModelReady", self.budget_s, v2=True).unary(work)
 

@@ -1,0 +1,32 @@
+"""One loaded model version: its artifact's meta and tokenizer, and the runner its kind made from the graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.artifact import Meta
+from service.artifact.tokenizer import Tokenizer
+
+
+class Runner(Protocol):
+    """The graph of one version behind ONNX Runtime, shaped by its kind (service/models/runners.py)."""
+
+    def self_check(self) -> None:
+        """One real call at load time: ValueError when the graph does not behave as meta.json says."""
+        ...
+
+
+@dataclass
+class Model:
+    name: str
+    version: int
+    path: Path
+    meta: Meta
+    tokenizer: Tokenizer
+    runner: Any  # a Runner; which one (and so its methods) is up to the kind
+
+    @property
+    def kind(self) -> str:
+        return self.meta.kind

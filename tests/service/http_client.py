@@ -20,7 +20,10 @@ def call(base: str, method: str, path: str, body: object = None, headers: dict |
     conn = _connection(base, timeout)
     data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
     try:
-        conn.request(method, path, data, {"content-type": "application/json", **(headers or {})})
+        try:
+            conn.request(method, path, data, {"content-type": "application/json", **(headers or {})})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the whole body was sent (413): the answer may still be there to read
         r = conn.getresponse()
         raw = r.read()
         found = {k.lower(): v for k, v in r.getheaders()}

@@ -180,7 +180,7 @@ RPCS = (
 
 # ---- HTTP: routes, and bodies of every shape
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | ints(-(1 << 70), 1 << 70) | st.floats(allow_nan=False, allow_infinity=False) | texts,
+    st.none() | st.booleans() | ints(-(1 << 70), 1 << 70) | st.floats(allow_nan=False, allow_infinity=False) | _small_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
 FIELD_VALUES = JSON_VALUES | st.sampled_from(["tiny-lstm", "tiny-sentiment", "ROMEO:", 1, 0, -1, 0.5, True, [], {}])
 HTTP_FIELDS = ("model", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "logprobs", "stream",

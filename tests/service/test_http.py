@@ -116,8 +116,9 @@ def test_bad_requests_get_a_json_error_never_a_traceback(server, method, path, b
 
 def test_a_body_over_the_limit_is_refused_with_413(serve):
     small = serve(max_receive_message_bytes=1000)
-    status, _, reply = post(small.http, "/v1/classify", {"model": "tiny-sentiment", "texts": ["x" * 2000]})
+    status, headers, reply = post(small.http, "/v1/classify", {"model": "tiny-sentiment", "texts": ["x" * 2000]})
     assert status == 413 and "max_receive_message_bytes" in reply["error"]["message"]
+    assert "retry-after" not in headers  # too large stays too large
     # Without a Content-Length (chunked), counted as it arrives.
     with socket.create_connection(("localhost", _port(small.http)), timeout=30) as s:
         s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

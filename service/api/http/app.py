@@ -97,6 +97,7 @@ class Guard:
         response = error_response(code, message, v2=scope["path"].startswith("/v2"))
         if status is not None:
             response.status_code = status
+            del response.headers["Retry-After"]  # a body too large stays too large
             response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 

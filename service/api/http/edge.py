@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -109,7 +109,7 @@ class Call:
         return EventStream(self._events(first, replies, render, done, error_event), replies.aclose, self)
 
     async def _events(self, first: Any, replies: AsyncIterator[Any], render: Callable[[Any], bytes], done: bytes,
-                      error_event: str | None) -> AsyncIterator[bytes]:
+                      error_event: str | None) -> AsyncGenerator[bytes, None]:
         budget = self.budget()
         try:
             async with budget:
@@ -156,16 +156,17 @@ class EventStream(StreamingResponse):
     (Starlette cancels the sending task on http.disconnect), even before the first byte was sent. Closing a
     Generate reply frees its stream's slot at the next step."""
 
-    def __init__(self, events: AsyncIterator[bytes], close: Callable[[], Awaitable[None]], call: Call) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], close: Callable[[], Awaitable[None]], call: Call) -> None:
         # X-Accel-Buffering: nginx passes each event on as it comes, whatever its proxy_buffering says.
         super().__init__(events, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.close, self.call = close, call
+        self.events, self.close, self.call = events, close, call
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             self.call.end(grpc.StatusCode.CANCELLED.name)  # no-op unless the stream ended without a count
+            await self.events.aclose()  # here, not whenever the garbage collector finds it
             await self.close()
 

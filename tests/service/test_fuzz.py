@@ -7,7 +7,6 @@ must return to its warmed-up baseline. Reproducible: hypothesis is derandomized 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,7 +21,6 @@ from hypothesis import strategies as st
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.service import fuzz_strategies as fs
-from tests.service import http_client
 from tests.service.harness import pb, pb_grpc
 from tests.service.test_process import Process
 
@@ -222,36 +220,8 @@ def undecodable_wire_bytes(f: Fuzz, examples: int) -> None:
     prop()
 
 
-HTTP_OK = {200, 400, 404, 405, 409, 413}  # 413: only for a body over max_receive_message_bytes
-FIELD_FIRST = re.compile(r"[A-Za-z_][\w-]*[\[.:]")  # an error message that starts with the field at fault
-
-
-def http_routes(f: Fuzz, examples: int) -> None:
-    """Any body (JSON of any shape, the proto's fields with fuzzed values, bytes) on any route: a status from
-    HTTP_OK (never a 500), a JSON error naming the field first, events without an internal error, no traceback."""
-    @fuzz_settings(examples)
-    @given(fs.http_requests())
-    def prop(case: tuple[str, str, object]) -> None:
-        method, path, body = case
-        route = "/".join(path.split("?")[0].split("/")[:3]) if path.startswith(("/v1/", "/v2")) else "other paths"
-        CASES[f"HTTP {method} {route}"] += 1
-        status, headers, reply = http_client.call(f.p.http, method, path, body, timeout=DEADLINE_S)
-        assert (status == 413) == (len(body) > MAX_RECEIVE_BYTES), f"{status} for a body of {len(body)} bytes"
-        assert f.p.proc.poll() is None, "the server process died"
-        assert status in HTTP_OK, f"{status} for {method} {path}: {str(reply)[:300]}"
-        text = reply.decode(errors="replace") if isinstance(reply, bytes) else json.dumps(reply)
-        assert "Traceback" not in text and "internal error" not in text, text[:300]
-        if status == 200:
-            return
-        assert headers["content-type"] == "application/json", headers
-        message = reply["error"] if isinstance(reply["error"], str) else reply["error"]["message"]
-        if status == 400:
-            assert FIELD_FIRST.match(message), f"no field named first: {message[:300]}"
-    prop()
-
-
 PROPERTIES = {generate: 120, classify: 60, get_model: 40, trace: 60, model_infer: 150, model_stream_infer: 40,
-              metadata_config_ready: 60, undecodable_wire_bytes: 150, http_routes: 120}
+              metadata_config_ready: 60, undecodable_wire_bytes: 150}
 WARM_UP_SHARE = 4  # the warm-up runs each property with 1/4 of its examples
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.service.harness import generate, patched_run, slowed
+from tests.support.harness import generate, patched_run, slowed
 
 FIELDS = {"model": "tiny-lstm", "prompt": "ROMEO:", "max_tokens": 40, "temperature": 0.8, "top_p": 0.95, "seed": 9}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.service.harness import generate, pb
 from tests.service.test_v2 import CASES, TEXTS
+
+from tests.support.harness import generate, pb
 
 CLIENT = Path(__file__).with_name("triton_http_client.py")
 

@@ -1,7 +1,7 @@
 """Drive the playground in Debian's headless Chromium (Playwright, no downloaded browser): type, press, watch.
 
 Also a script for the README's picture, against a running server:
-`python -m tests.service.playground http://localhost:8000 python-lstm "def f(x):" docs/http-playground.png`
+`python -m tests.support.playground http://localhost:8000 python-lstm "def f(x):" docs/http-playground.png`
 """
 
 from __future__ import annotations

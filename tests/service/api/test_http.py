@@ -10,8 +10,8 @@ import threading
 import grpc
 import pytest
 
-from tests.service.harness import generate, patched_run, pb, slowed
-from tests.service.http_client import call, event_stream, get, post
+from tests.support.harness import generate, patched_run, pb, slowed
+from tests.support.http_client import call, event_stream, get, post
 
 SEEDED = {"model": "tiny-lstm", "prompt": "ROMEO:", "max_tokens": 60, "temperature": 0.9, "seed": 5}
 LONG = {"model": "tiny-lstm", "prompt": "ROMEO:", "max_tokens": 5000, "flush_chars": 1}

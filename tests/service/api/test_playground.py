@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from tests.service.harness import generate as native_generate
-from tests.service.harness import patched_run, slowed
+from tests.support.harness import generate as native_generate
+from tests.support.harness import patched_run, slowed
 
 pytest.importorskip("playwright")
 from tests.service import playground

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import ROOT, SHAKESPEARE
+from tests.support.data import ROOT, SHAKESPEARE
 from training import gradients as g
 from training.gradient_runs import CLIPS, clip_, spikes, value_limit
 from training.minchar import Params

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from service import client
-from tests.conftest import ROOT, SST2_SENTENCES
+from tests.support.data import ROOT, SST2_SENTENCES
 from tests.support.harness import pb
 
 TEXTS = [line.partition(" ")[2] for line in (SST2_SENTENCES / "stsa.binary.dev").read_text().splitlines()[:150]]

@@ -12,10 +12,10 @@ import re
 
 import pytest
 from hypothesis import given
-from tests.service.test_fuzz import DEADLINE_S, MAX_RECEIVE_BYTES, Fuzz, fuzz_settings
 
-from tests.service import fuzz_strategies as fs
-from tests.service import http_client
+from tests.service.robustness.test_fuzz import DEADLINE_S, MAX_RECEIVE_BYTES, Fuzz, fuzz_settings
+from tests.support import fuzz_strategies as fs
+from tests.support import http_client
 
 EXAMPLES = 150
 

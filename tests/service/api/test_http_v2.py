@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.service.test_v2 import CASES, TEXTS
 
+from tests.service.api.test_v2 import CASES, TEXTS
 from tests.support.harness import generate, pb
 
 CLIENT = Path(__file__).with_name("triton_http_client.py")

@@ -11,7 +11,7 @@ from tests.support.harness import generate as native_generate
 from tests.support.harness import patched_run, slowed
 
 pytest.importorskip("playwright")
-from tests.service import playground
+from tests.support import playground
 
 pytestmark = pytest.mark.skipif(playground.CHROMIUM is None, reason="Debian's chromium is not installed (make chromium)")
 

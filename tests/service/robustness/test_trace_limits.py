@@ -11,7 +11,7 @@ import pytest
 from service import kinds
 from service.interpret import trace
 from service.kinds import char_lm
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 from tests.support.harness import pb, servers
 
 # Texts that ended INTERNAL before the self-check's tolerance scaled with the values: the LSTM cell

@@ -17,7 +17,9 @@ import pytest
 from bench.failover import nginx_config
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from tests.deploy.conftest import DEPLOY, PROMPT, free_port, generate, health, http_get, metric, process, require, wait_until
-from tests.service.http_client import event_stream
+from tests.support.http_client import event_stream
+
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
 
 MODEL = "tiny-lstm"
 

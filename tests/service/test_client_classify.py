@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from tests.service.harness import pb
 
 from service import client
 from tests.conftest import ROOT, SST2_SENTENCES
-from tests.service.harness import pb
 
 TEXTS = [line.partition(" ")[2] for line in (SST2_SENTENCES / "stsa.binary.dev").read_text().splitlines()[:150]]
 

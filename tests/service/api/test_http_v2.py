@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.service.api.test_v2 import CASES, TEXTS
+from tests.support.data import ROOT
 from tests.support.harness import generate, pb
 
-CLIENT = Path(__file__).with_name("triton_http_client.py")
+CLIENT = ROOT / "tests" / "support" / "triton_http_client.py"
+pytestmark = pytest.mark.process  # tritonclient runs in its own process (gevent)
 
 
 @pytest.fixture(scope="module")

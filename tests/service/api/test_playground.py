@@ -13,7 +13,8 @@ from tests.support.harness import patched_run, slowed
 pytest.importorskip("playwright")
 from tests.support import playground
 
-pytestmark = pytest.mark.skipif(playground.CHROMIUM is None, reason="Debian's chromium is not installed (make chromium)")
+pytestmark = [pytest.mark.process, pytest.mark.skipif(playground.CHROMIUM is None,
+                                                     reason="Debian's chromium is not installed (make chromium)")]
 
 
 def test_generation_streams_in_and_each_character_is_coloured(server, tmp_path):

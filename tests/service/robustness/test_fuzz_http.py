@@ -18,6 +18,7 @@ from tests.support import fuzz_strategies as fs
 from tests.support import http_client
 
 EXAMPLES = 150
+pytestmark = [pytest.mark.slow, pytest.mark.process]  # the server as a process of its own
 
 
 @pytest.fixture(scope="module")

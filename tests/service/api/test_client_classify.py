@@ -11,7 +11,7 @@ import pytest
 from tests.service.harness import pb
 
 from service import client
-from tests.conftest import ROOT, SST2_SENTENCES
+from tests.support.data import ROOT, SST2_SENTENCES
 
 TEXTS = [line.partition(" ")[2] for line in (SST2_SENTENCES / "stsa.binary.dev").read_text().splitlines()[:150]]
 

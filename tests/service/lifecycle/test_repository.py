@@ -11,8 +11,8 @@ import pytest
 
 from service.errors import NotFound
 from service.models.repository import Repository, scan
-from tests.audit import recording
-from tests.service.harness import Running, generate, settings
+from tests.support.audit import recording
+from tests.support.harness import Running, generate, settings
 
 
 @pytest.fixture(scope="module")

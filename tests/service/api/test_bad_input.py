@@ -7,8 +7,8 @@ import gc
 import grpc
 import pytest
 
-from tests.service.fuzz_strategies import length_delimited
-from tests.service.harness import generate, pb
+from tests.support.fuzz_strategies import length_delimited
+from tests.support.harness import generate, pb
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
@@ -134,6 +134,7 @@ def test_an_undecodable_message_in_a_request_stream_ends_the_stream_with_invalid
     assert err.value.code() == INVALID and err.value.details().startswith("model_name: not valid UTF-8")
 
 
+@pytest.mark.slow
 def test_refused_requests_are_freed_at_once_not_left_in_reference_cycles(server):
     """context.abort's AbortError sits in a reference cycle with the call's frames: each refused request (up to
     4 MB) stayed in memory until the next full garbage collection, ~400 MB over a fuzz run of big requests."""

@@ -18,9 +18,9 @@ from service.api.security import INVALID, MISSING, TokenAuth, load_tokens, serve
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.settings import Settings
-from tests.service.harness import Running, pb, pb_grpc, settings
+from tests.support.data import ROOT
+from tests.support.harness import Running, pb, pb_grpc, settings
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN, NEXT_TOKEN = "s3cret-token-0123456789abcdef", "rotated-token-fedcba9876543210"
 WRONG = "wrong-token-0123456789abcdefgh"
 
@@ -236,6 +236,7 @@ def test_token_comparison_accepts_exactly_the_listed_tokens():
     assert not any(auth.accepts(t.encode()) for t in (WRONG, "", TOKEN[:-1], TOKEN + TOKEN, TOKEN.upper()))
 
 
+@pytest.mark.process
 def test_the_server_process_refuses_to_start_with_a_missing_key_file(model_repo, pki):
     r = subprocess.run([sys.executable, "-m", "service", "--model-dir", str(model_repo), "--port", "0",
                         "--metrics-port", "-1", "--tls-cert-file", pki.cert, "--tls-key-file", str(pki.root / "nope.key")],
@@ -282,6 +283,7 @@ def test_cli_client_tls_flags_turn_tls_on_and_go_in_pairs(serve, pki):
     assert r.returncode == 1 and "--tls-cert and --tls-key go together" in r.stderr
 
 
+@pytest.mark.process
 def test_the_image_health_probe_speaks_tls_and_mutual_tls(secured, mutual, pki):
     probe = str(ROOT / "deploy" / "grpc_health_probe.py")
 

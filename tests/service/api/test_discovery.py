@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.service.harness import pb
+from tests.support.harness import pb
 
 
 def test_list_and_get_models(server):

@@ -20,14 +20,14 @@ from service.artifact import shown
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.models.repository import Repository
-from tests.audit import outside, recording
-from tests.service.harness import Running, generate, pb, settings
-from tests.service.hostile_repo import CASES, GOOD, NAME_RULE, ODD_NAMES, ODD_VERSIONS, VERSION_RULE, L, build
+from tests.support.audit import outside, recording
+from tests.support.harness import Running, generate, pb, settings
+from tests.support.hostile_repo import CASES, GOOD, NAME_RULE, ODD_NAMES, ODD_VERSIONS, VERSION_RULE, L, build
 
 
 @pytest.fixture(scope="module")
 def hostile(model_repo, tmp_path_factory) -> Path:
-    """The hostile repository (tests/service/hostile_repo.py) and, beside it, what must stay unread."""
+    """The hostile repository (tests/support/hostile_repo.py) and, beside it, what must stay unread."""
     return build(model_repo, tmp_path_factory.mktemp("untrusted"))
 
 

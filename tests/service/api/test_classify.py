@@ -6,9 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from service.artifact.tokenizer import Tokenizer
-from tests.service.harness import pb
+from tests.support.harness import pb
 
 TEXTS = ["a gripping , beautifully acted film", "dull", "i wanted to like it , but the plot makes no sense at all",
          "not bad", "the worst movie of the year , and the longest", "fun", "an unknown word: zxqwv",
@@ -28,6 +29,7 @@ def _classify(server, texts: list[str]) -> list[pb.Classification]:
     return list(server.stub.Classify(pb.ClassifyRequest(model="tiny-sentiment", texts=texts), timeout=30).results)
 
 
+@pytest.mark.slow
 def test_batched_results_equal_each_text_alone(server, model_repo):
     alone = [_classify(server, [t])[0] for t in TEXTS]  # one at a time: batches of one
     for t, r in zip(TEXTS, alone, strict=True):

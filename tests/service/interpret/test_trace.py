@@ -16,8 +16,8 @@ import torch
 
 from service import client
 from service.kinds import char_lm
-from tests.service.harness import pb
-from tests.torch_reference import torch_activations
+from tests.support.harness import pb
+from tests.support.torch_reference import torch_activations
 from training.checkpoint import load_checkpoint, model_of
 
 TOL = 1e-4
@@ -104,6 +104,7 @@ def _screenshot(page: Path, png: Path) -> np.ndarray:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make chromium)")
+@pytest.mark.process
 def test_client_page_renders_coloured_text_in_chromium(tracing, tmp_path):
     page = tmp_path / "trace.html"
     client.main(["--target", f"localhost:{tracing.port}", "trace", "--model", "tiny-lstm", "--unit", "1:0-2",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.service.harness import generate, patched_run, pb, slowed
+from tests.support.harness import generate, patched_run, pb, slowed
 
 LONG = {"model": "tiny-lstm", "prompt": "ROMEO:", "max_tokens": 5000, "flush_chars": 1}
 

@@ -5,7 +5,7 @@ import pytest
 
 from service.artifact.corpus import DataError, read_sentences
 from service.artifact.tokenizer import Tokenizer, split_words
-from tests.conftest import SHAKESPEARE, SST2, SST2_SENTENCES
+from tests.support.data import SHAKESPEARE, SST2, SST2_SENTENCES
 from training.data import BPTTBatches, CharCorpus, pad_batch
 
 LABELS = {"0": "negative", "1": "positive"}
@@ -21,6 +21,7 @@ def test_split_is_first_90_percent_and_vocab_comes_from_train_only(tmp_path):
     assert list(c.val) == [c.tokenizer.unk_id] * 2
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_real_corpus_split_is_deterministic():
     a, b = CharCorpus.from_file(SHAKESPEARE), CharCorpus.from_file(SHAKESPEARE)
     assert a.tokenizer == b.tokenizer and np.array_equal(a.val, b.val)
@@ -81,6 +82,7 @@ def test_label_line_errors(tmp_path):
         read_sentences(p, LABELS)
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_real_sst2_files_read_with_documented_counts():
     # Counts from ../shared/data/*/SOURCE.txt.
     train = read_sentences(SST2 / "train.tsv", LABELS)

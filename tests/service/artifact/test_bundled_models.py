@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from service.artifact import META_FILE, Meta
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 
 MODELS = ROOT / "models"
 ARTIFACTS = sorted(p.parent for p in MODELS.glob(f"*/*/{META_FILE}"))
@@ -53,6 +53,7 @@ def test_bundled_models_exist_and_fit_the_size_budget():
 
 
 @pytest.mark.parametrize("path", ARTIFACTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.process
 def test_bundled_model_runs_without_torch(path):
     meta = Meta.load(path / META_FILE)
     assert meta.data["train"]["sha256"] and meta.training["config"]["name"] == path.parent.name

@@ -9,15 +9,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.service.harness import Running, generate, patched_run, pb, pb_grpc, servers, slowed
+from tests.support.data import ROOT
+from tests.support.harness import Running, generate, patched_run, pb, pb_grpc, servers, slowed
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -200,6 +200,7 @@ def test_reloads_under_load_fail_no_request(model_repo, repo, running):
     assert server.wait_for(lambda: not server.server.reloader.retiring)  # every retired engine closed
 
 
+@pytest.mark.process
 def test_the_client_cli_reloads_and_prints_what_changed(model_repo, repo, running):
     server = running()
     _add(model_repo, repo, "tiny-gru", 2)

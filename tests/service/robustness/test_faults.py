@@ -15,16 +15,15 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
 import pytest
 
 from service.engine.scheduler import Scheduler
-from tests.service.harness import Running, generate, patched_run, pb, slowed
+from tests.support.data import ROOT
+from tests.support.harness import Running, generate, patched_run, pb, slowed
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny-lstm"
 LONG = {"model": MODEL, "prompt": "ROMEO:", "max_tokens": 1_000_000, "flush_chars": 1}  # never ends by itself
 
@@ -171,6 +170,8 @@ def _assert_within_one_step(measured: list[tuple[int, float, float]]) -> None:
     assert measured and max(steps for steps, _, _ in measured) <= 1, measured
 
 
+@pytest.mark.process
+@pytest.mark.slow
 def test_a_client_killed_mid_stream_frees_its_slots_and_others_are_unaffected(faulty):
     sched = _scheduler(faulty)
     active, queued = _active(faulty), _queued(faulty)
@@ -207,6 +208,8 @@ def test_a_client_killed_mid_stream_frees_its_slots_and_others_are_unaffected(fa
     assert faulty.wait_for(lambda: _active(faulty) == active)
 
 
+@pytest.mark.process
+@pytest.mark.slow
 def test_a_client_that_stops_reading_blocks_no_one_and_ends_at_its_deadline(faulty):
     sched = _scheduler(faulty)
     active = _active(faulty)
@@ -236,6 +239,8 @@ def test_a_client_that_stops_reading_blocks_no_one_and_ends_at_its_deadline(faul
     assert sched.n_open == 0
 
 
+@pytest.mark.process
+@pytest.mark.slow
 def test_a_client_whose_host_vanished_is_dropped_by_keepalive(serve):
     """No FIN, no RST, no deadline: only the server's unanswered HTTP/2 ping can tell such a client is gone."""
     pinging = serve(max_streams=4, max_tokens_limit=1_000_000, keepalive_s=1.0)
@@ -267,6 +272,7 @@ def _run(call: grpc.Call, cancel_after: int = 0) -> tuple[str, grpc.StatusCode]:
     return "".join(text), call.code()
 
 
+@pytest.mark.slow
 def test_tiny_deadlines_and_cancels_at_once_free_every_slot_and_leave_others_unaffected(faulty):
     sched = _scheduler(faulty)
     active, queued = _active(faulty), _queued(faulty)

@@ -10,7 +10,7 @@ import pytest
 
 from service.artifact import MODEL_FILE, Meta
 from service.artifact.tokenizer import Tokenizer
-from tests.service.harness import generate, patched_run, pb, slowed
+from tests.support.harness import generate, patched_run, pb, slowed
 
 
 def test_streams_text_in_chunks_then_a_final_message(server):

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
-from tests.service import fuzz_strategies as fs
-from tests.service.harness import pb, pb_grpc
-from tests.service.test_process import Process
+from tests.support import fuzz_strategies as fs
+from tests.support.harness import pb, pb_grpc
+from tests.support.process import Process
+
+pytestmark = [pytest.mark.slow, pytest.mark.process]  # runs the server (or its client) as a process of its own
 
 # Small limits so that fuzzed values land on both sides of them and valid generations stay short.
 FLAGS = ("--max-tokens-limit", "64", "--default-max-tokens", "16", "--max-prompt-chars", "4096",

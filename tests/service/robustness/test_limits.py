@@ -12,7 +12,7 @@ from service.api.v2_params import FINAL, pack_bytes
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.settings import Settings
-from tests.service.harness import patched_run, pb, slowed
+from tests.support.harness import patched_run, pb, slowed
 
 BUDGET_MESSAGE = "the server's time budget for a request ran out: max_request_s = 1.5 s"
 

@@ -11,8 +11,8 @@ import pytest
 
 from service.interpret import cells, features
 from service.interpret.trace import Tracer
-from tests.conftest import SHAKESPEARE, _train_and_export
-from tests.torch_reference import torch_activations
+from tests.support.data import SHAKESPEARE, need, train_and_export
+from tests.support.torch_reference import torch_activations
 from training import pycorpus
 from training.checkpoint import load_checkpoint, model_of
 
@@ -27,8 +27,9 @@ def _ckpt(model_repo, name):
 @pytest.fixture(scope="module")
 def rnn_repo(tmp_path_factory):
     """A tiny vanilla tanh RNN beside the session's LSTM and GRU (same layout: <tmp>/models and <tmp>/runs)."""
+    need(SHAKESPEARE)
     tmp = tmp_path_factory.mktemp("rnn")
-    _train_and_export(tmp, "tiny-rnn", {"task": "char_lm", "data.path": SHAKESPEARE, "model.cell": "rnn",
+    train_and_export(tmp, "tiny-rnn", {"task": "char_lm", "data.path": SHAKESPEARE, "model.cell": "rnn",
                                         "model.n_layer": 2, "model.n_embd": 16, "model.hidden_size": 32, "batch_size": 8,
                                         "seq_len": 32, "max_steps": 10, "eval_interval": 10, "sample_interval": 0,
                                         "checkpoint_interval": 10})

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.audit import watching
+from tests.support.audit import watching
+from tests.support.data import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVICE = [p for p in (ROOT / "service").rglob("*.py") if "gen" not in p.relative_to(ROOT / "service").parts]
 
 # Modules that unpickle (or, for torch, must never be in the service at all: DESIGN.md).

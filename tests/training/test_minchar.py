@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import SHAKESPEARE
+from tests.support.data import SHAKESPEARE
 from training.minchar import Params, adagrad_, clip_, forward, loss_fun, sample, train
 from training.model import CharLM, CharLMConfig
 
@@ -172,6 +172,7 @@ def test_adagrad_eps_placement_is_the_only_difference_from_torch():
     assert max(float(np.abs(a - t.numpy()).max()) for a, t in zip(p.arrays(), tp, strict=True)) > 1e-12
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_training_on_shakespeare_lowers_smooth_loss():
     data = SHAKESPEARE.read_text()[:10_000]
     _, chars, losses, smooth = train(data, steps=1000, hidden_size=50, seq_length=25, lr=0.1, seed=0)

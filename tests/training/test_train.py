@@ -8,10 +8,12 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from tests.conftest import SHAKESPEARE, SST2_SENTENCES
+from tests.support.data import ROOT, SHAKESPEARE, SST2_SENTENCES
 from training.checkpoint import load_checkpoint
 from training.config import load_config
 from training.train import train
+
+pytestmark = pytest.mark.usefixtures("shared_data")  # trains on ../shared/data
 
 LM = ["--task=char_lm", f"--data.path={SHAKESPEARE}", "--threads=1", "--model.n_layer=1", "--model.n_embd=8",
       "--model.hidden_size=32", "--model.dropout=0.1", "--batch_size=8", "--seq_len=16", "--eval_interval=1000",
@@ -38,9 +40,8 @@ def test_overrides_are_typed_and_unknown_keys_refused(tmp_path):
 
 
 def test_every_bundled_recipe_is_a_valid_config():
-    from pathlib import Path
 
-    recipes = sorted(Path(__file__).parent.parent.glob("recipes/*.json"))
+    recipes = sorted(ROOT.glob("recipes/*.json"))
     assert recipes
     for r in recipes:
         load_config(r)
@@ -76,6 +77,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         assert torch.equal(straight["model"][k], resumed["model"][k]), k
 
 
+@pytest.mark.slow
 def test_lm_learns_real_text_and_logs_grad_norm(tmp_path):
     ckpt = train(_cfg(tmp_path, "--max_steps=120", "--eval_interval=60", "--optim.lr=0.01"), progress=False)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -91,6 +93,7 @@ def test_adagrad_like_min_char_rnn_trains(tmp_path):
     assert ckpt["metrics"]["val_loss"] < 3.6
 
 
+@pytest.mark.slow
 def test_classifier_trains_and_reports_confusion(tmp_path):
     cfg = load_config(None, ["--task=classifier", f"--data.path={SST2_SENTENCES / 'stsa.binary.train'}",
                              f"--data.val_path={SST2_SENTENCES / 'stsa.binary.dev'}", "--data.level=word",
@@ -107,6 +110,7 @@ def _ticking_clock() -> Callable[[], float]:
     return lambda: next(ticks) * 1e-3
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_its_budget_logs_evaluates_and_checkpoints_its_last_step(tmp_path, monkeypatch):
     """Whichever clock reading inside a step crosses the budget, that step is the run's last, in full."""
     for extra_ms in range(12):  # more than the clock readings in one step: the crossing lands on each of them
@@ -121,6 +125,7 @@ def test_a_run_stopped_by_its_budget_logs_evaluates_and_checkpoints_its_last_ste
 
 
 @pytest.mark.parametrize("clock", ["wall", "cpu"])
+@pytest.mark.slow
 def test_time_budget_stops_the_run_and_decays_the_lr_to_its_floor(tmp_path, clock):
     ckpt = train(_cfg(tmp_path, "--max_steps=1000000", "--time_budget_min=0.02", f"--time_budget_clock={clock}",
                       "--log_interval=1"), progress=False)

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for tests/service/test_fuzz.py: hostile values for every request field, native and v2."""
+"""Hypothesis strategies for tests/service/robustness/test_fuzz.py: hostile values for every request field, native and v2."""
 
 from __future__ import annotations
 

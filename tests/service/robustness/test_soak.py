@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from tests.service.harness import generate, pb
+from tests.support.harness import generate, pb
+
+pytestmark = pytest.mark.slow
 
 PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 3
 

@@ -8,10 +8,13 @@ import time
 from typing import NamedTuple
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.service.harness import pb, pb_grpc
-from tests.service.test_process import Process
+from tests.support.harness import pb, pb_grpc
+from tests.support.process import Process
+
+pytestmark = [pytest.mark.slow, pytest.mark.process]  # runs the server (or its client) as a process of its own
 
 GRACE_S = 20.0
 SHORT = 5000  # characters: finishes well inside the grace period, even at 2 ms a step

@@ -15,7 +15,9 @@ import pytest
 from bench.load import main, run_overload, run_soak
 from bench.load_client import Mix, Tally
 from bench.load_server import target
-from tests.service.harness import patched_run, pb, slowed
+from tests.support.harness import patched_run, pb, slowed
+
+pytestmark = [pytest.mark.slow, pytest.mark.process]  # runs the server (or its client) as a process of its own
 
 TEXTS = ["a fine film", "dull and far too long", "not bad at all"]
 IDLE = {"active_streams": 0.0, "queued_requests": 0.0}

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from service.artifact import META_FILE, MODEL_FILE, TOKENIZER_FILE, Meta
-from tests.conftest import ROOT, SHAKESPEARE, SST2_SENTENCES
+from tests.support.data import ROOT, SHAKESPEARE, SST2_SENTENCES
 from training.config import load_config
 from training.train import train
+
+pytestmark = pytest.mark.usefixtures("shared_data")  # trains on ../shared/data
 
 LM = ["--task=char_lm", f"--data.path={SHAKESPEARE}", "--threads=1", "--model.n_layer=2", "--model.n_embd=8",
       "--model.hidden_size=24", "--batch_size=8", "--seq_len=16", "--max_steps=3", "--eval_interval=3",
@@ -68,6 +70,7 @@ def test_export_never_overwrites_a_model(tmp_path):
         export_checkpoint(ckpt, tmp_path / "m" / "1")
 
 
+@pytest.mark.process
 def test_artifact_runs_without_torch_and_samples_like_torch(tmp_path):
     """The served path (ONNX Runtime + the shared sampler, torch import blocked) generates exactly the
     characters the torch model generates for the same seed."""
@@ -102,6 +105,8 @@ print("".join(chars), end="")
     assert got == want and len(want) == 40
 
 
+@pytest.mark.process
+@pytest.mark.slow
 def test_cli_train_eval_sample_export(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True, text=True)

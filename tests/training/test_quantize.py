@@ -15,9 +15,8 @@ from onnx import numpy_helper
 
 from service.artifact import META_FILE, MODEL_FILE, Meta
 from service.models.repository import Repository, load_model
+from tests.support.data import ROOT
 from training.quantize import QuantizationError, dynamic_int8, quantize_artifact
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _copy_v1(model_repo: Path, name: str, tmp_path: Path) -> Path:

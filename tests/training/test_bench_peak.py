@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bench import peak
 from service.artifact import META_FILE, Meta
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.data import ROOT
 
 
 def test_bundled_lstm_decode_step_is_3_8_mflop_per_character():

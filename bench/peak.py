@@ -50,7 +50,8 @@ def int8_gops(threads: int, n: int = N, reps: int = 20) -> float:
         [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
          helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
         [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 8 is what opset 17 needs; onnx's default (its newest IR) can be newer than ONNX Runtime reads.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

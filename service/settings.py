@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
+from service.models.thread_policy import ThreadPolicy
+
 ENV_PREFIX = "RNNSERVE_"
 CLIENT_PREFIX = "RNNSERVE_CLIENT_"  # the client CLI's variables (its token): a shell may hold both
 
@@ -52,6 +54,7 @@ class Settings:
     # ONNX Runtime
     intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
     inter_op_threads: int = 1  # per model session (graphs here are sequential)
+    decode_threads_by_batch: str = ""  # char LM decode threads by batch, e.g. "1:1,16:2"; "": meta.json's, if any
 
     # Security: TLS is on when a certificate is given; mutual TLS when client_ca is too; tokens when a file is
     # given (files, never values: secrets stay out of the environment, flags and `ps`)
@@ -71,6 +74,8 @@ class Settings:
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
 
     def __post_init__(self) -> None:
+        if self.decode_threads_by_batch:
+            ThreadPolicy.parse(self.decode_threads_by_batch)
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
                     "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "max_trace_work",

@@ -16,6 +16,7 @@ from service.artifact.kinds import KINDS, RULES, StateSpec
 
 FORMAT = "rnnserve.artifact/v1"
 CELLS = ("rnn", "lstm", "gru")
+PRECISIONS = ("fp32", "int8")
 
 # Graph I/O names. A char LM graph is tokens[B,T] + state -> logits[B,T,V] + new state;
 # a classifier graph is tokens[B,T] + lengths[B] -> logits[B,C].
@@ -39,7 +40,8 @@ class Meta:
     `sizes` holds n_layer, n_embd, hidden_size, vocab_size (+ bidirectional, n_class for classifiers);
     `training` is the resolved training config, `data` names each data file with its sha256,
     `evaluation` the measured figures, `versions` the library versions and opset,
-    `runtime` the serving hints measured at export (best intra-op thread count).
+    `runtime` the serving hints measured at export (best intra-op thread count),
+    `precision` the graph's weights: "fp32" as exported, "int8" as quantized (python -m training quantize).
     """
 
     kind: str
@@ -53,11 +55,12 @@ class Meta:
     versions: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    precision: str = "fp32"
     format: str = FORMAT
 
     def __post_init__(self) -> None:
         """Every field checked for type and range: meta.json is untrusted input, and a lie must fail here."""
-        for key in ("format", "kind", "cell", "description"):
+        for key in ("format", "kind", "cell", "description", "precision"):
             if not isinstance(getattr(self, key), str):
                 raise ValueError(f"meta.json {key} must be a string")
         for key in ("sizes", "training", "data", "evaluation", "versions", "runtime"):
@@ -69,6 +72,8 @@ class Meta:
             raise ValueError(f"meta.json kind {self.kind!r} is not one of {KINDS}")
         if self.cell not in CELLS:
             raise ValueError(f"meta.json cell {self.cell!r} is not one of {CELLS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"meta.json precision {self.precision!r:.40} is not one of {PRECISIONS}")
         for key, limit in MAX_SIZES.items():
             if not _positive_int(self.sizes.get(key), limit):
                 raise ValueError(f"meta.json sizes.{key} must be an integer from 1 to {limit}, got {self.sizes.get(key)!r:.40}")

@@ -274,14 +274,17 @@ class Scheduler:
         done = generated >= b.max_tokens
         if stopped:
             done[stopped] = True
-        flush = done | (k + 1 - b.unsent >= b.flush_chars) | (now - b.t_sent >= b.flush_s)
+        timed = done | (k + 1 - b.unsent >= b.flush_chars) | (now - b.t_sent >= b.flush_s)
+        # A row's first characters go out as soon as they exist (time to first text = time to first
+        # character); later chunks follow flush_chars/flush_ms, on the row's staggered clock.
+        flush = timed | (b.unsent == b.joined)
         events = []
         for i in np.flatnonzero(flush).tolist():
             chunk = self._flush(i, k, now, bool(done[i]), int(generated[i]))
             if chunk is not None:
                 events.append((b.streams[i], chunk))
         b.unsent[flush] = k + 1
-        b.t_sent[flush] = now
+        b.t_sent[timed] = now
         if done.any():
             for i in np.flatnonzero(done).tolist():
                 self._release(b.streams[i])

@@ -49,7 +49,7 @@ def test_bundled_models_exist_and_fit_the_size_budget():
     names = {p.parent.name for p in ARTIFACTS}
     assert {"shakespeare-lstm", "shakespeare-gru", "sst2-bilstm"} <= names
     total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
-    assert total < 20 * 2**20, f"models/ holds {total / 2**20:.1f} MB"
+    assert total < 40 * 2**20, f"models/ holds {total / 2**20:.1f} MB"  # the bundled fp32 models, the translator included
 
 
 @pytest.mark.parametrize("path", ARTIFACTS, ids=lambda p: f"{p.parent.name}/{p.name}")

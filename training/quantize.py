@@ -138,6 +138,7 @@ def _quality(fp32: ort.InferenceSession, int8: ort.InferenceSession, meta: Meta,
         passed = after - before <= LM_LOSS_GATE
     else:
         rows, labels = ort_eval.classifier_val(meta, tok, root)
+        assert tok.pad_id is not None, "a classifier's tokenizer has a pad id (checked at load)"
         before = ort_eval.classifier_accuracy(fp32, rows, labels, tok.pad_id)
         after = ort_eval.classifier_accuracy(int8, rows, labels, tok.pad_id)
         figures = {"metric": "val_accuracy", "val_examples": len(rows), "fp32": before, "int8": after,
@@ -184,7 +185,11 @@ def quantize_artifact(src_dir: str | Path, out_dir: str | Path, quantizer: Quant
         q_path = Path(tmp) / artifact.MODEL_FILE
         quantizer(src_dir / artifact.MODEL_FILE, q_path)
         fp32, int8 = make_session(src_dir / artifact.MODEL_FILE, 1, 1), make_session(q_path, 1, 1)
-        checks = verify_lm(int8, meta) if meta.kind == "char_lm" else verify_classifier(int8, meta, tok.pad_id)
+        if meta.kind == "char_lm":
+            checks = verify_lm(int8, meta)
+        else:
+            assert tok.pad_id is not None, "a classifier's tokenizer has a pad id (checked at load)"
+            checks = verify_classifier(int8, meta, tok.pad_id)
         quality = _quality(fp32, int8, meta, tok, Path(data_root))
         meta.precision = "int8"
         meta.evaluation = {**meta.evaluation, "quantization": {

@@ -28,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.baselines import inprocess_classify, inprocess_loop, naive_cost_at, naive_torch
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from service.models.repository import Model, Repository
+from service.models.model import Model
+from service.models.repository import Repository
 
 ROOT = Path(__file__).resolve().parent.parent
 SST2_DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"

@@ -9,26 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.artifact.tokenizer import Tokenizer
+from service.engine.stream import MAX_FLUSH_CHARS, GenerateParams
 from service.errors import InvalidArgument
 from service.settings import Settings
 
-MAX_FLUSH_CHARS = 4096
 MAX_FLUSH_MS = 10_000
 MAX_TRACE_TOP_K = 20
-
-
-@dataclass(frozen=True)
-class GenerateParams:
-    prompt_ids: np.ndarray  # (N,) int64, N >= 1
-    max_tokens: int
-    temperature: float  # 0: greedy
-    top_k: int  # 0: no limit
-    top_p: float  # in (0, 1]
-    seed: int
-    stop: tuple[str, ...]
-    logprobs: bool
-    flush_chars: int
-    flush_s: float
 
 
 def generate_params(req, tok: Tokenizer, s: Settings) -> GenerateParams:  # req: rnnserve.v1.GenerateRequest

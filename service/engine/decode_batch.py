@@ -78,14 +78,3 @@ class DecodeBatch:
     def _flags(self) -> None:
         self.any_stop = any(s.params.stop for s in self.streams)
         self.any_logprobs = any(s.params.logprobs for s in self.streams)
-
-
-def held_suffix(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest end of `text` that could still grow into a stop sequence (a proper prefix of one)."""
-    best = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:k]):
-                best = k
-                break
-    return best

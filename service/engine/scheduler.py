@@ -7,6 +7,7 @@ Streams join at the next step and leave the step they finish. An ordinary step i
 call, the sampler and three array writes. Text goes back in chunks through an outbox that the
 event loop polls every deliver_ms while streams are open: waking the loop from this thread
 would release the GIL in the middle of a step and hand it to the loop for its whole burst.
+Stop sequences are stops.py's business, each stream's random draws draws.py's.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import time
 
 import numpy as np
 
-from service.api.params import MAX_FLUSH_CHARS, GenerateParams
 from service.artifact.sampling import sample
 from service.artifact.tokenizer import Tokenizer
-from service.engine.decode_batch import DecodeBatch, held_suffix
-from service.engine.stream import Chunk, Finished, Stream
+from service.engine import stops
+from service.engine.decode_batch import DecodeBatch
+from service.engine.draws import Draws
+from service.engine.stream import MAX_FLUSH_CHARS, Chunk, Finished, GenerateParams, Stream
 from service.errors import ResourceExhausted, Unavailable
 from service.metrics import GenerateMetrics
 from service.models.runners import LMRunner
@@ -30,11 +32,16 @@ from service.settings import Settings
 
 log = logging.getLogger("rnnserve")
 
-DRAWS = 256  # uniforms drawn per refill of a stream's block; the sequence is the same as one draw at a time
 HIST = MAX_FLUSH_CHARS  # generated ids kept per slot: a row never holds more unsent characters than flush_chars
 
 
 class Scheduler:
+    """The char LM's engine: streams submitted on the event loop, decoded together on the model's own thread.
+
+    The thread (start) calls run_once, one iteration of the decode loop, and the event loop calls
+    deliver, which hands the streams what it produced; a test can call both itself, step by step.
+    """
+
     def __init__(self, name: str, version: int, runner: LMRunner, tokenizer: Tokenizer, settings: Settings,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.name, self.version, self.runner, self.loop = name, version, runner, loop
@@ -47,21 +54,17 @@ class Scheduler:
         # One character per id; special tokens render as U+FFFD so that every step is one character.
         specials = {tokenizer.unk_id, tokenizer.pad_id}
         self.texts = ["\ufffd" if i in specials else tokenizer.token(i) for i in range(V)]
-        self.ids_of: dict[str, list[int]] = {}  # character -> ids that render as it
-        for i, t in enumerate(self.texts):
-            self.ids_of.setdefault(t, []).append(i)
         # Per-slot buffers, indexed by a stream's slot for its whole life and by step number mod their width.
         self.hist = np.zeros((S, HIST), np.int64)  # generated ids
         self.hist_lp = np.zeros((S, HIST), np.float32)  # and their log-probabilities
-        self.draws = np.zeros((S, DRAWS), np.float64)  # uniforms, column (step % DRAWS)
-        self.stop_last = np.zeros((S, V), bool)  # ids that end one of the slot's stop sequences
+        self.draws = Draws(S)
+        self.stops = stops.StopTable(self.texts, S)
         self.free = list(range(S - 1, -1, -1))
         self.batch = DecodeBatch(runner.zero_state(0))
         self.prefilling: list[Stream] = []
         self.waiting: list[Stream] = []  # taken from the inbox, waiting for a slot
         self.step = 0  # number of the next decode step
         self.event_step, self.deadline = self.batch.next_event()
-        self.refills: dict[int, list[Stream]] = {}  # step -> streams whose draws run out after it
         self.n_new = 0  # rows appended since the last step (they get their first character from it)
         self.last_step = 0.0
         self.uncounted = 0  # generated characters not yet added to the Prometheus counter
@@ -75,6 +78,9 @@ class Scheduler:
         self.stopping = False
         self.n_open = 0  # event-loop side: submitted and not yet closed
         self.thread = threading.Thread(target=self._run, name=f"decode-{name}-{version}", daemon=True)
+
+    def start(self) -> None:
+        """Start decoding on the model's own thread."""
         self.thread.start()
 
     # ---- event-loop side
@@ -92,7 +98,7 @@ class Scheduler:
         self.wake.set()
         if not self.polling:
             self.polling = True
-            self.loop.call_later(self.deliver_s, self._deliver)
+            self.loop.call_later(self.deliver_s, self.deliver)
         return stream
 
     def cancel(self, stream: Stream) -> None:
@@ -105,7 +111,7 @@ class Scheduler:
             self.cancels.append(stream)
         self.wake.set()
 
-    def _deliver(self) -> None:
+    def deliver(self) -> None:
         """Hand the outbox to the streams; poll again while any stream is open."""
         with self.lock:
             events, self.outbox = self.outbox, []
@@ -117,7 +123,7 @@ class Scheduler:
                 stream.closed = True
                 self.n_open -= 1
         if self.n_open or self.outbox:
-            self.loop.call_later(self.deliver_s, self._deliver)
+            self.loop.call_later(self.deliver_s, self.deliver)
         else:
             self.polling = False
 
@@ -132,17 +138,26 @@ class Scheduler:
         with self.lock:
             self.outbox.extend(events)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing to decode and nothing to admit until a request or a cancel arrives."""
+        return not (self.batch or self.prefilling or (self.waiting and self.free))
+
+    def run_once(self) -> None:
+        """One iteration of the decode loop: take new and cancelled streams, admit, one prefill call, one decode step."""
+        self._mail()
+        if self.prefilling:
+            self._prefill()
+        if self.batch:
+            self._step()
+
     def _run(self) -> None:
         while not self.stopping:
             try:
-                if not (self.batch or self.prefilling or (self.waiting and self.free)):
-                    self.wake.wait()  # nothing to run and nothing to admit: sleep until a request or cancel
+                if self.idle:
+                    self.wake.wait()
                 self.wake.clear()
-                self._mail()
-                if self.prefilling:
-                    self._prefill()
-                if self.batch:
-                    self._step()
+                self.run_once()
             except Exception as err:  # a bug or a runtime failure: fail the streams in flight, keep serving
                 log.exception("decode loop of %s version %s failed", self.name, self.version)
                 self._fail_all(err)
@@ -175,15 +190,14 @@ class Scheduler:
             self.m.queued.dec()
             self.m.active.inc()
             self.m.queue_wait.observe(s.admitted - s.arrival)
-            for stop in s.params.stop:
-                self.stop_last[s.slot, self.ids_of.get(stop[-1], [])] = True
+            self.stops.admit(s.slot, s.params.stop)
             s.state = self.runner.zero_state(1)
             (self.prefilling if len(s.todo) else joined).append(s)
         if joined:
             self._join(joined)
 
     def _release(self, s: Stream) -> None:
-        self.stop_last[s.slot] = False
+        self.stops.release(s.slot)
         self.free.append(s.slot)
         s.slot = -1
         self.m.active.dec()
@@ -212,18 +226,13 @@ class Scheduler:
         """Append streams whose prompt is read; their first draw is used at step self.step."""
         k = self.step
         for s in streams:
-            self._refill(s, k)
+            self.draws.start(s, k)
         self.batch.add(streams, [np.concatenate(xs, axis=1) for xs in zip(*(s.state for s in streams), strict=True)],
                        k, time.perf_counter())
         for s in streams:
             s.state = []
         self.n_new += len(streams)
         self.event_step, self.deadline = self.batch.next_event()
-
-    def _refill(self, s: Stream, first: int) -> None:
-        """The next DRAWS uniforms of the stream, for steps first .. first + DRAWS - 1 (column = step % DRAWS)."""
-        self.draws[s.slot] = np.roll(s.rng.random(DRAWS), first % DRAWS)
-        self.refills.setdefault(first + DRAWS - 1, []).append(s)
 
     def _keep(self, rows: np.ndarray) -> None:
         n_new_kept = int(np.count_nonzero(rows >= len(self.batch) - self.n_new))
@@ -248,20 +257,13 @@ class Scheduler:
         self.last_step, self.n_new, self.step = now, 0, k + 1
         self.uncounted += B
 
-        ids, lp = sample(logits[:, -1, :], b.temperature, b.top_k, b.top_p, self.draws[b.slots, k % DRAWS], self.banned)
+        ids, lp = sample(logits[:, -1, :], b.temperature, b.top_k, b.top_p, self.draws.at(b.slots, k), self.banned)
         b.ids = ids
         self.hist[b.slots, k % HIST] = ids
         if b.any_logprobs:
             self.hist_lp[b.slots, k % HIST] = lp
-        if k in self.refills:
-            for s in self.refills.pop(k):
-                if s.slot >= 0:
-                    self._refill(s, k + 1)
-        stopped = None
-        if b.any_stop:
-            hits = self.stop_last[b.slots, ids]
-            if hits.any():
-                stopped = [i for i in np.flatnonzero(hits).tolist() if self._stopped(i, k)]
+        self.draws.used(k)
+        stopped = [i for i in self.stops.flagged(b.slots, ids) if self._stopped(i, k)] if b.any_stop else None
         if k >= self.event_step or now >= self.deadline or stopped:
             self._events(k, now, stopped)
 
@@ -300,10 +302,8 @@ class Scheduler:
     def _stopped(self, i: int, k: int) -> bool:
         """Does the unsent text end with a stop sequence? Held-back text guarantees a whole match is unsent."""
         s = self.batch.streams[i]
-        text = self._unsent(i, k)
-        matched = [len(stop) for stop in s.params.stop if text.endswith(stop)]
-        s.stop_len = max(matched, default=0)
-        return bool(matched)
+        s.stop_len = stops.ending(self._unsent(i, k), s.params.stop)
+        return s.stop_len > 0
 
     def _flush(self, i: int, k: int, now: float, final: bool, generated: int) -> Chunk | None:
         b = self.batch
@@ -312,7 +312,7 @@ class Scheduler:
         lps = None
         if p.logprobs:
             lps = s.held_lp + self.hist_lp[b.slots[i], np.arange(b.unsent[i], k + 1) % HIST].tolist()
-        keep = len(text) - s.stop_len if final else len(text) - held_suffix(text, p.stop) if p.stop else len(text)
+        keep = stops.sendable(text, p.stop, s.stop_len, final)
         s.held, text = text[keep:], text[:keep]
         if lps is not None:
             s.held_lp, lps = lps[keep:], lps[:keep]
@@ -334,6 +334,6 @@ class Scheduler:
                 self.waiting, self.inbox = [], []
         self.batch, self.prefilling, self.n_new = DecodeBatch(self.runner.zero_state(0)), [], 0
         self.event_step, self.deadline = self.batch.next_event()
-        self.refills.clear()
+        self.draws.clear()
         if streams:
             self._post([(s, err) for s in streams])

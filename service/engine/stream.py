@@ -1,4 +1,4 @@
-"""One Generate request as the scheduler sees it, and the chunks it hands back to the event loop."""
+"""One Generate request as the scheduler sees it (its validated parameters), and the chunks it hands back to the event loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.api.params import GenerateParams
+MAX_FLUSH_CHARS = 4096  # the most characters a stream may ask to have sent together (the scheduler keeps as many)
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    prompt_ids: np.ndarray  # (N,) int64, N >= 1
+    max_tokens: int
+    temperature: float  # 0: greedy
+    top_k: int  # 0: no limit
+    top_p: float  # in (0, 1]
+    seed: int
+    stop: tuple[str, ...]
+    logprobs: bool
+    flush_chars: int
+    flush_s: float
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,9 @@ class CharLM(Kind[Scheduler]):
         return LMRunner(load_session(path, MODEL_FILE, meta, intra_op_threads, inter_op_threads), meta)
 
     def engine(self, model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Scheduler:
-        return Scheduler(model.name, model.version, model.runner, model.tokenizer, settings, loop)
+        scheduler = Scheduler(model.name, model.version, model.runner, model.tokenizer, settings, loop)
+        scheduler.start()
+        return scheduler
 
     async def generate(self, served: Served[Scheduler], request: pb.GenerateRequest) -> AsyncIterator[pb.GenerateResponse]:
         model, scheduler = served.model, served.engine

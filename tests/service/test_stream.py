@@ -8,8 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from service.api.params import GenerateParams
-from service.engine.stream import Chunk, Finished, Stream
+from service.engine.stream import Chunk, Finished, GenerateParams, Stream
 
 N = 100_000  # characters, one per delivered chunk (flush_chars=1), with log-probabilities
 

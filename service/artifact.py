@@ -1,4 +1,5 @@
-"""The artifact contract: models/<name>/<version>/{model.onnx, tokenizer.json, meta.json}.
+"""The artifact contract: models/<name>/<version>/{model.onnx, tokenizer.json, meta.json}; a translator has
+{encoder.onnx, decoder.onnx, source.tokenizer.json, target.tokenizer.json, meta.json} instead.
 
 Training writes these files and the service reads them; this module is the one definition
 both sides use (it needs only the standard library and numpy, never torch).
@@ -19,7 +20,13 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "meta.json"
 
-KINDS = ("char_lm", "classifier")
+# A translator's files: two graphs, and one `tokenizers` JSON file per language.
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+SOURCE_TOKENIZER_FILE = "source.tokenizer.json"
+TARGET_TOKENIZER_FILE = "target.tokenizer.json"
+
+KINDS = ("char_lm", "classifier", "translator")
 CELLS = ("rnn", "lstm", "gru")
 
 # Graph I/O names. A char LM graph is tokens[B,T] + state -> logits[B,T,V] + new state;
@@ -27,12 +34,25 @@ CELLS = ("rnn", "lstm", "gru")
 TOKENS = "tokens"
 LENGTHS = "lengths"
 LOGITS = "logits"
+# A translator's encoder graph is src[B,S] + src_lengths[B] -> memory[B,S,M] + keys[B,S,H] + h0[L,B,H];
+# its decoder graph is one step: prev_token[B] + h0 + memory + keys + src_mask[B,S] (bool, true at real
+# tokens) -> logits[B,V] + hn[L,B,H] + attention[B,S]. The state names are the GRU's (state_specs).
+SRC = "src"
+SRC_LENGTHS = "src_lengths"
+MEMORY = "memory"
+KEYS = "keys"
+PREV_TOKEN = "prev_token"
+SRC_MASK = "src_mask"
+ATTENTION = "attention"
+# Keys of meta.json's `translator` object.
+TRANSLATOR_KEYS = ("encoder", "decoder", "tokenizers", "languages", "special_ids", "max_len", "beam")
 
 # The most bytes read from each file: an artifact is untrusted input and must not exhaust memory.
 # meta.json is ~2.5 KiB, and ModelInfo carries its labels, description and evaluation: at 64 KiB,
 # ListModels of 50 models still fits gRPC's 4 MiB message. A word tokenizer of 14k words is
 # 200 KiB; protobuf caps a graph at 2 GiB.
-MAX_BYTES = {META_FILE: 64 << 10, TOKENIZER_FILE: 32 << 20, MODEL_FILE: 2 << 30}
+MAX_BYTES = {META_FILE: 64 << 10, TOKENIZER_FILE: 32 << 20, MODEL_FILE: 2 << 30, ENCODER_FILE: 2 << 30,
+             DECODER_FILE: 2 << 30, SOURCE_TOKENIZER_FILE: 32 << 20, TARGET_TOKENIZER_FILE: 32 << 20}
 MAX_JSON_DEPTH = 32  # meta.json nests 5 levels; the service walks it recursively (ModelInfo.evaluation)
 INT64 = 1 << 63  # meta.json sizes travel as int64 in ModelInfo
 # Bounds on meta.json sizes: beyond them, the load-time self-check would ask for gigabytes of state and logits.
@@ -167,7 +187,9 @@ class Meta:
     `sizes` holds n_layer, n_embd, hidden_size, vocab_size (+ bidirectional, n_class for classifiers);
     `training` is the resolved training config, `data` names each data file with its sha256,
     `evaluation` the measured figures, `versions` the library versions and opset,
-    `runtime` the serving hints measured at export (best intra-op thread count).
+    `runtime` the serving hints measured at export (best intra-op thread count);
+    `translator` (translators only) the graphs' files and I/O names, the tokenizer files, the languages,
+    the special token ids, the max-length rule and the beam settings the reported BLEU used.
     """
 
     kind: str
@@ -182,13 +204,14 @@ class Meta:
     runtime: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     format: str = FORMAT
+    translator: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Every field checked for type and range: meta.json is untrusted input, and a lie must fail here."""
         for key in ("format", "kind", "cell", "description"):
             if not isinstance(getattr(self, key), str):
                 raise ValueError(f"meta.json {key} must be a string")
-        for key in ("sizes", "training", "data", "evaluation", "versions", "runtime"):
+        for key in ("sizes", "training", "data", "evaluation", "versions", "runtime", "translator"):
             if not isinstance(getattr(self, key), dict):
                 raise ValueError(f"meta.json {key} must be an object")
         if self.format != FORMAT:
@@ -205,6 +228,7 @@ class Meta:
             raise ValueError(f"meta.json runtime.intra_op_num_threads must be an integer from 1 to {MAX_THREADS}")
         self._check_state()
         self._check_labels()
+        self._check_translator()
 
     def _check_state(self) -> None:
         """A char LM's state must be exactly what its cell carries at its sizes; a classifier has none."""
@@ -228,14 +252,31 @@ class Meta:
             raise ValueError("meta.json labels must be a list of non-empty strings")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("meta.json labels must be distinct")
-        if self.kind == "char_lm" and self.labels:
-            raise ValueError("meta.json of a char_lm must not list labels")
+        if self.kind != "classifier" and self.labels:
+            raise ValueError(f"meta.json of a {self.kind} must not list labels")
         if self.kind == "classifier":
             if len(self.labels) < 2:
                 raise ValueError("meta.json of a classifier must list at least two labels")
             if self.sizes.get("n_class", len(self.labels)) != len(self.labels):
                 raise ValueError(f"meta.json sizes.n_class is {self.sizes['n_class']!r:.40} but it lists "
                                  f"{len(self.labels)} labels")
+
+    def _check_translator(self) -> None:
+        """A translator names its graphs, tokenizers and special ids; no other kind has a translator section."""
+        if self.kind != "translator":
+            if self.translator:
+                raise ValueError(f"meta.json of a {self.kind} must not have a translator section")
+            return
+        missing = [k for k in TRANSLATOR_KEYS if not isinstance(self.translator.get(k), dict)]
+        if missing:
+            raise ValueError(f"meta.json translator lacks the object(s) {missing}")
+        ids = self.translator["special_ids"]
+        for name in ("pad", "unk", "bos", "eos"):
+            if not (type(ids.get(name)) is int and 0 <= ids[name] < self.sizes["vocab_size"]):
+                raise ValueError(f"meta.json translator.special_ids.{name} must be a token id below sizes.vocab_size")
+        rule = self.translator["max_len"]
+        if not (isinstance(rule.get("a"), int | float) and rule["a"] >= 0 and _positive_int(rule.get("b"), INT64 - 1)):
+            raise ValueError("meta.json translator.max_len needs a >= 0 and an integer b >= 1 (floor(a * n + b) tokens)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -186,11 +186,18 @@ def test_direction_is_a_config_switch(corpus, tmp_path):
         load_config(None, _args(corpus, tmp_path, "--data.target=xx"))
 
 
-def test_export_verifies_itself_and_describes_the_artifact(checkpoint, corpus, tmp_path):
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
     from training.export import export_checkpoint
 
-    out = tmp_path / "models" / "toy" / "1"
-    meta = export_checkpoint(checkpoint, out)
+    out = tmp_path_factory.mktemp("models") / "toy" / "1"
+    return out, export_checkpoint(checkpoint, out)
+
+
+def test_export_verifies_itself_and_describes_the_artifact(checkpoint, exported):
+    from training.export import export_checkpoint
+
+    out, meta = exported
     assert {p.name for p in out.iterdir()} == {ENCODER_FILE, DECODER_FILE, SOURCE_TOKENIZER_FILE,
                                                TARGET_TOKENIZER_FILE, META_FILE}
     checks = meta.evaluation["export_checks"]
@@ -224,11 +231,21 @@ print(json.dumps({"greedy": tr.translate(sys.argv[2:]), "beam": tr.translate(sys
 """
 
 
-def test_artifact_translates_without_torch_as_torch_does(checkpoint, corpus, tmp_path):
-    from training.export import export_checkpoint
+def test_meta_json_of_a_translator_is_checked(exported):
+    good = exported[1].to_dict()
+    with pytest.raises(ValueError, match=r"translator.special_ids.eos must be a token id below sizes.vocab_size"):
+        Meta.from_dict({**good, "translator": {**good["translator"], "special_ids": {"pad": 0, "unk": 1, "bos": 2,
+                                                                                     "eos": 10**6}}})
+    with pytest.raises(ValueError, match=r"translator.max_len needs a >= 0 and an integer b >= 1"):
+        Meta.from_dict({**good, "translator": {**good["translator"], "max_len": {"a": 1.5, "b": 0}}})
+    with pytest.raises(ValueError, match=r"translator lacks the object\(s\) \['decoder'\]"):
+        Meta.from_dict({**good, "translator": {k: v for k, v in good["translator"].items() if k != "decoder"}})
+    with pytest.raises(ValueError, match="a char_lm must not have a translator section"):
+        Meta.from_dict({**good, "kind": "char_lm"})
 
-    out = tmp_path / "models" / "toy" / "1"
-    export_checkpoint(checkpoint, out)
+
+def test_artifact_translates_without_torch_as_torch_does(checkpoint, corpus, exported):
+    out = exported[0]
     sources = read_pairs(f"{corpus}/test", "xx", "yy").source[:6]
     r = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, str(out), *sources], cwd=ROOT, capture_output=True,
                        text=True)

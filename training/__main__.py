@@ -41,6 +41,12 @@ def _eval(args: argparse.Namespace) -> None:
     ckpt = load_checkpoint(args.checkpoint)
     cfg = config_of(ckpt)
     model, tok = model_of(ckpt)
+    if cfg.task == "translation":
+        from training.translation_eval import evaluate_translation
+
+        result = evaluate_translation(model, tok, cfg, args.data or cfg.data.val_path, args.beam)
+        print(json.dumps(_floats(result), indent=1))
+        return
     if cfg.task == "char_lm":
         path = args.data or cfg.data.path
         if args.data:  # a separate test file: score all of it
@@ -91,9 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--config", help="JSON recipe (see recipes/)")
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    e = sub.add_parser("eval", help="loss/bpc (char LM) or accuracy/confusion (classifier)")
+    e = sub.add_parser("eval", help="loss/bpc (char LM), accuracy/confusion (classifier), loss/BLEU (translation)")
     e.add_argument("checkpoint")
-    e.add_argument("--data", help="another file to score (default: the validation split of training)")
+    e.add_argument("--data", help="another file to score (default: the validation split of training); "
+                                  "translation: a pair's stem, e.g. ../shared/data/multi30k/test2016")
+    e.add_argument("--beam", type=int, default=1, help="translation: beam size (1 = greedy)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("sample", help="generate text from a char LM checkpoint")

@@ -1,4 +1,4 @@
-"""What differs between training a char LM and a classifier: data, model, one step, evaluation.
+"""What differs between training a char LM, a classifier and a translator: data, model, one step, evaluation.
 
 Each task owns its data position so a checkpoint can resume at the exact next batch.
 """
@@ -18,6 +18,7 @@ from training.data import BPTTBatches, CharCorpus, file_info, pad_batch
 from training.evaluate import encode_all, evaluate_classifier, evaluate_lm
 from training.model import CharLM, Classifier
 from training.sample import generate
+from training.translation_task import TranslationTask
 
 
 class LMTask:
@@ -129,5 +130,5 @@ class ClassifierTask:
         self.rng.bit_generator.state = s["rng"]
 
 
-def make_task(cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> LMTask | ClassifierTask:
-    return (LMTask if cfg.task == "char_lm" else ClassifierTask)(cfg, ckpt)
+def make_task(cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> LMTask | ClassifierTask | TranslationTask:
+    return {"char_lm": LMTask, "classifier": ClassifierTask, "translation": TranslationTask}[cfg.task](cfg, ckpt)

@@ -78,15 +78,15 @@ def _translator(meta: Meta) -> None:
     special token ids (inside both vocabularies), a max-length rule and the beam settings its BLEU used."""
     _stateful(meta)  # of its decoder-step graph
     sizes, t = meta.sizes, meta.translator
-    for key, limit in (("src_vocab_size", MAX_SRC_VOCAB), ("memory_size", MAX_WIDTH)):
-        if not (type(sizes.get(key)) is int and 0 < sizes[key] <= limit):
-            raise ValueError(f"meta.json sizes.{key} must be an integer from 1 to {limit}, got {sizes.get(key)!r:.40}")
     missing = [k for k in TRANSLATOR_KEYS if not isinstance(t.get(k), dict)]
     if missing:
         raise ValueError(f"meta.json translator lacks the object(s) {missing}")
     for (section, key), name in TRANSLATOR_FILES.items():
         if t[section].get(key) != name:
             raise ValueError(f"meta.json translator.{section}.{key} must be {name!r}, got {t[section].get(key)!r:.60}")
+    for key, limit in (("src_vocab_size", MAX_SRC_VOCAB), ("memory_size", MAX_WIDTH)):
+        if not (type(sizes.get(key)) is int and 0 < sizes[key] <= limit):
+            raise ValueError(f"meta.json sizes.{key} must be an integer from 1 to {limit}, got {sizes.get(key)!r:.40}")
     ids = t["special_ids"]
     vocab = min(sizes["vocab_size"], sizes["src_vocab_size"])
     for name in SPECIALS:

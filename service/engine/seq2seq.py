@@ -40,7 +40,7 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
         self.encoder, self.decoder, self.text = encoder, decoder, text
         self.encode_batch = settings.prefill_batch
         self.hist = np.zeros((self.max_streams, max_tokens), np.int64)  # greedy tokens, per slot and step
-        self.rows = Rows()
+        self.rows = Rows(self.max_streams)
         self.joining: list[Seq2SeqStream] = []  # admitted, source not read yet
         self.new: list[Seq2SeqStream] = []  # joined since the last step (it decodes their first token)
         self.step = 0  # number of the next decoder step
@@ -78,14 +78,14 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
         if left:
             for s in left:
                 self._release(s)
-            self.rows.keep([s for s in self.rows.streams if id(s) not in gone])
+            self.rows.remove(left)
             self.deadline = self.rows.deadline()
 
     def _holding(self) -> list[Seq2SeqStream]:
         return self.rows.streams + self.joining
 
     def _reset(self) -> None:
-        self.rows, self.joining, self.new, self.deadline = Rows(), [], [], np.inf
+        self.rows, self.joining, self.new, self.deadline = Rows(self.max_streams), [], [], np.inf
 
     # ---- decode thread: the work
     def _encode(self) -> None:
@@ -177,8 +177,7 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
         if finished:
             for s in finished:
                 self._release(s)
-            gone = set(map(id, finished))
-            r.keep([s for s in r.streams if id(s) not in gone])
+            r.remove(finished)
         self.deadline = r.deadline()
         self.m.tokens.inc(self.uncounted)
         self.uncounted = 0

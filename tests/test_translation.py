@@ -7,6 +7,7 @@ import sys
 from typing import ClassVar
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -209,6 +210,9 @@ def test_export_verifies_itself_and_describes_the_artifact(checkpoint, exported)
     assert [s.input for s in meta.state] == ["h0"] and meta.kind == "translator"
     assert meta.data["test"]["source"]["sha256"] and meta.data["train"]["target"]["name"] == "train.yy"
     assert Meta.load(out / META_FILE) == meta
+    V, E = meta.sizes["vocab_size"], meta.sizes["n_embd"]
+    shapes = [list(i.dims) for i in onnx.load(out / DECODER_FILE).graph.initializer]
+    assert sum(s in ([V, E], [E, V]) for s in shapes) == 1, shapes  # the tied embedding is stored once
     with pytest.raises(FileExistsError):
         export_checkpoint(checkpoint, out)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.model import reverse_within_length
@@ -89,8 +90,10 @@ class Seq2Seq(nn.Module):
         attn = torch.softmax(scores, dim=2)  # (B, T, S)
         context = torch.bmm(attn, memory)  # (B, T, 2He)
         o = self.drop(torch.tanh(self.combine(torch.cat([context, out], dim=2))))  # (B, T, E)
-        logits = o @ self.tgt_embed.weight.t() + self.out_bias  # (B, T, V)
-        return logits, h, attn
+        # A 2-D linear exports as one Gemm that reads the embedding matrix transposed in place; (B, T, E) @ E^T
+        # would export a MatMul with a second, pre-transposed copy of the largest matrix.
+        logits = F.linear(o.flatten(0, 1), self.tgt_embed.weight, self.out_bias)  # (B * T, V)
+        return logits.view(o.shape[0], o.shape[1], -1), h, attn
 
     def forward(self, src: Tensor, lengths: Tensor, prev: Tensor) -> Tensor:
         """Teacher forcing: logits (B, T, V) of every target position given the gold previous tokens."""

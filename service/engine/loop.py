@@ -16,7 +16,8 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from service.engine.stream import Chunk, StreamBase
 from service.errors import ResourceExhausted, Unavailable
@@ -39,9 +40,20 @@ class Observed(Protocol):
 class AdmissionMetrics(Protocol):
     """The children of the Prometheus metrics that admission moves (service/metrics.py binds them per model)."""
 
-    queued: Counted  # waiting for a slot
-    active: Counted  # holding a slot
-    queue_wait: Observed  # seconds from arrival to a slot
+    @property
+    def queued(self) -> Counted:
+        """Streams waiting for a slot."""
+        ...
+
+    @property
+    def active(self) -> Counted:
+        """Streams holding a slot."""
+        ...
+
+    @property
+    def queue_wait(self) -> Observed:
+        """Seconds from arrival to a slot."""
+        ...
 
 
 class DecodeLoop(ABC, Generic[S]):
@@ -63,7 +75,7 @@ class DecodeLoop(ABC, Generic[S]):
         self.lock = threading.Lock()
         self.inbox: list[S] = []
         self.cancels: list[S] = []
-        self.outbox: list[tuple[S, Chunk | Exception]] = []
+        self.outbox: list[tuple[S, Chunk[Any] | Exception]] = []
         self.polling = False  # event-loop side: a deliver is scheduled
         self.wake = threading.Event()
         self.stopping = False
@@ -125,7 +137,7 @@ class DecodeLoop(ABC, Generic[S]):
         await asyncio.to_thread(self.thread.join, 5)
 
     # ---- decode thread
-    def _post(self, events: list[tuple[S, Chunk | Exception]]) -> None:
+    def _post(self, events: Sequence[tuple[S, Chunk[Any] | Exception]]) -> None:
         with self.lock:
             self.outbox.extend(events)
 

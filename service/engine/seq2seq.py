@@ -122,18 +122,18 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
         g = r.greedy
         tg, ig = t[g], ids[g]
         self.hist[r.slot[g], tg] = ig
-        for row, s in r.attending:
-            s.attention[t[row]] = attention[row, : s.width]
+        for row, kept, width in r.attending:
+            kept[t[row]] = attention[row, :width]
         eos = ig == self.text.eos
         done = eos | (tg + 1 >= r.limit[g])
         r.pending[g] += self.text.piece_chars[ig]
         source = None  # row each row's state comes from, once a beam has reordered its hypotheses
         beams_done = []
         for members, group_rows in r.beam_groups:
-            cand, best = candidates([s.beam for s, _ in members], logits[group_rows])
-            for (s, start), c, b in zip(members, cand, best, strict=True):
+            cand, best = candidates([beam for _, beam, _ in members], logits[group_rows])
+            for (s, beam, start), c, b in zip(members, cand, best, strict=True):
                 rows = slice(start, start + s.rows)
-                origin, token, over = s.beam.advance(int(t[start]), c, b, attention[rows, : s.width])
+                origin, token, over = beam.advance(int(t[start]), c, b, attention[rows, : s.width])
                 ids[rows] = token
                 if source is None:
                     source = np.arange(len(r))
@@ -164,15 +164,15 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
                 events.append((s, chunk))
         r.pending[g[flush]] = 0
         r.t_sent[g[flush]] = now
-        for s, start in r.beams:
+        for s, beam, start in r.beams:
             if s in beams_done:
-                best = s.beam.best()
-                attention = None if s.beam.attention is None else s.beam.attention_of(best)
-                events.append((s, self._final(s, s.beam.tokens_of(best), "stop" if best.eos else "length", attention, now)))
+                best = beam.best()
+                attention = None if beam.attention is None else beam.attention_of(best)
+                events.append((s, self._final(s, beam.tokens_of(best), "stop" if best.eos else "length", attention, now)))
                 finished.append(s)
             elif now >= r.t_sent[start] + r.flush_s[start]:
                 r.t_sent[start : start + s.rows] = now
-                if chunk := self._partial(s, s.beam.agreed(int(t[start]))):
+                if chunk := self._partial(s, beam.agreed(int(t[start]))):
                     events.append((s, chunk))
         if finished:
             for s in finished:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.engine.beam import Beam
 from service.engine.encdec import Memory
 from service.engine.seq2seq_stream import Seq2SeqStream
 
@@ -29,7 +30,20 @@ COLUMNS = {
 }
 
 
+Member = tuple[Seq2SeqStream, Beam, int]  # a beam search: its stream, its search, its first row
+
+
 class Rows:
+    # the COLUMNS, each (R,)
+    slot: np.ndarray
+    joined: np.ndarray
+    limit: np.ndarray
+    length: np.ndarray
+    flush_chars: np.ndarray
+    flush_s: np.ndarray
+    pending: np.ndarray
+    t_sent: np.ndarray
+
     def __init__(self, capacity: int) -> None:
         """`capacity`: the most rows the batch will hold (the engine's max_streams)."""
         self.capacity = capacity
@@ -140,11 +154,12 @@ class Rows:
         self.starts = np.cumsum([0, *(s.rows for s in self.streams)])[:-1].tolist()
         pairs = list(zip(self.streams, self.starts, strict=True))
         self.greedy = np.array([r for s, r in pairs if s.beam is None], np.int64)
-        self.beams = [(s, r) for s, r in pairs if s.beam is not None]
-        by_size: dict[int, list[tuple[Seq2SeqStream, int]]] = {}
-        for s, r in self.beams:
-            by_size.setdefault(s.rows, []).append((s, r))
+        self.beams: list[Member] = [(s, s.beam, r) for s, r in pairs if s.beam is not None]
+        by_size: dict[int, list[Member]] = {}
+        for m in self.beams:
+            by_size.setdefault(m[1].K, []).append(m)
         # Searches of one beam size, with their rows: their candidates are scored in one batch.
-        self.beam_groups = [(members, np.array([r + i for _, r in members for i in range(K)], np.int64))
+        self.beam_groups = [(members, np.array([r + i for *_, r in members for i in range(K)], np.int64))
                             for K, members in by_size.items()]
-        self.attending = [(r, s) for s, r in pairs if s.attention is not None]
+        # Greedy requests that keep their attention: (row, the request's (max_tokens, S) array, its S).
+        self.attending = [(r, s.attention, s.width) for s, r in pairs if s.attention is not None]

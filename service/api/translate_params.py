@@ -50,6 +50,14 @@ def search(req, default_penalty: float, s: Settings) -> Search:  # req: Translat
     return Search(beam, float(penalty), max_tokens, req.return_attention)
 
 
+def count_texts(n: int, field: str, s: Settings) -> None:
+    """A request translates 1 .. max_translate_texts texts."""
+    if n == 0:
+        raise InvalidArgument(field, "must hold at least one text")
+    if n > s.max_translate_texts:
+        raise InvalidArgument(field, f"{n} texts, at most {s.max_translate_texts} per request")
+
+
 def source_ids(text: str, field: str, encode: Callable[[str], np.ndarray], s: Settings) -> np.ndarray:
     """The text's source token ids; its size is checked in bytes before it is tokenized, then in tokens."""
     if not text:

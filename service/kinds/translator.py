@@ -12,7 +12,7 @@ from pathlib import Path
 
 from service.api import v2_params
 from service.api.params import flush
-from service.api.translate_params import LengthRule, Search, search, seq2seq_params, source_ids
+from service.api.translate_params import LengthRule, Search, count_texts, search, seq2seq_params, source_ids
 from service.api.v2_params import FINAL, Tensor, add_output, pack_bytes, set_params
 from service.artifact import DECODER_FILE, ENCODER_FILE, Meta
 from service.engine.seq2seq import Seq2SeqEngine
@@ -112,10 +112,7 @@ class Translator(Kind[Seq2SeqEngine]):
     async def translate_batch(self, served: Served[Seq2SeqEngine],
                               request: pb.TranslateBatchRequest) -> pb.TranslateBatchResponse:
         model, engine, s = served.model, served.engine, served.settings
-        if not request.texts:
-            raise InvalidArgument("texts", "must hold at least one text")
-        if len(request.texts) > s.max_translate_texts:
-            raise InvalidArgument("texts", f"{len(request.texts)} texts, at most {s.max_translate_texts} per request")
+        count_texts(len(request.texts), "texts", s)
         options = search(request, _default_penalty(model.meta), s)
         streams = self._submit(served, [(f"texts[{i}]", t) for i, t in enumerate(request.texts)], options, WHOLE)
         try:
@@ -143,6 +140,7 @@ class Translator(Kind[Seq2SeqEngine]):
         wanted = v2_params.requested_outputs(request, model.name, outputs)
         template = v2_params.reply_to(request, model.name, model.version)
         texts, native = v2_params.translate_request(request, model.name, inputs[0])
+        count_texts(len(texts), f"inputs[{inputs[0].name!r}]", served.settings)
         if stream and len(texts) != 1:
             raise InvalidArgument(f"inputs[{inputs[0].name!r}].shape",
                                   f"ModelStreamInfer translates one text per request, got {len(texts)}")

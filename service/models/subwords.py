@@ -49,8 +49,9 @@ class SubwordPair:
         if anchor is None:
             raise ValueError("the target tokenizer has no token that decodes to text")
         base = len(self.target.decode([anchor]))
-        texts = self.target.decode_batch([[anchor, i] for i in range(V)])
-        return np.maximum(np.array([len(x) for x in texts], np.int64) - base, 0)
+        # One decode at a time: decode_batch would start the library's thread pool, which then warns at every
+        # fork of the process (the tests' subprocesses) that it disables itself.
+        return np.maximum(np.array([len(self.target.decode([anchor, i])) for i in range(V)], np.int64) - base, 0)
 
     def encode_source(self, text: str) -> np.ndarray:
         """int64 ids of the source text (unknown pieces become the unknown token; no BOS or EOS)."""

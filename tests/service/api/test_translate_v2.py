@@ -103,3 +103,11 @@ def test_an_empty_text_is_named_by_its_input_index(stub):
         stub.ModelInfer(_request(["Hund", ""]), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("inputs['text'][1]: must not be empty")
+
+
+def test_too_many_texts_are_named_like_translate_batch(server, stub):
+    n = server.server.host.settings.max_translate_texts + 1
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(_request(["Hund"] * n), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"inputs['text']: {n} texts, at most {n - 1} per request")

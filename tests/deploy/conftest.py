@@ -33,10 +33,6 @@ DEPLOY = ROOT / "deploy"
 PROMPT = "ROMEO:"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "container: builds images and runs the compose stack with podman (minutes)")
-
-
 def require(*tools: str) -> None:
     """Skip when a system tool is missing, except in CI, where `make test` installs them (make deploy-tools)."""
     missing = [t for t in tools if shutil.which(t) is None]

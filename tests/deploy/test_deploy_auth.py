@@ -11,6 +11,8 @@ from tests.deploy.conftest import DEPLOY, health, require
 from tests.deploy.test_deploy_configs import COMPOSE, run
 from tests.deploy.test_deploy_nginx import MODEL, behind_nginx
 
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
+
 TOKEN = "deploy-test-token-0123456789"
 
 

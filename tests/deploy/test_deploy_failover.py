@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from bench.failover import run
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from tests.deploy import test_deploy_nginx
 from tests.deploy.conftest import generate, wait_until
+
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
 
 balancer = test_deploy_nginx.balancer  # real nginx with the deploy config in front of two real replicas
 

@@ -17,6 +17,8 @@ from bench.failover import nginx_config
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from tests.deploy.conftest import DEPLOY, free_port, generate, health, http_get, metric, process, require, wait_until
 
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
+
 MODEL = "tiny-lstm"
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
-from tests.conftest import MULTI30K
+from tests.support.data import MULTI30K
 from training.checkpoint import load_checkpoint, model_of
 from training.ort_translator import OrtTranslator
 from training.search import LengthRule

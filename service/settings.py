@@ -39,6 +39,13 @@ class Settings:
     flush_ms: int = 50  # ...or once this long has passed since the last send
     deliver_ms: float = 1.0  # while streams run, the event loop collects their text this often
 
+    # Translate: decoded with continuous batching like Generate (max_streams rows, max_queue requests waiting,
+    # prefill_batch sources per encoder call, the flush defaults above)
+    max_source_bytes: int = 2048  # longest text to translate, in UTF-8 bytes...
+    max_source_tokens: int = 200  # ...and in the model's source tokens
+    max_beam_size: int = 8  # largest beam_size (and at most max_streams: each hypothesis holds one of those rows)
+    max_translate_texts: int = 64  # texts per TranslateBatch request
+
     # Classify: dynamic batching, per model
     classify_max_batch: int = 64  # texts per model call; 1 turns batching off
     classify_max_delay_ms: float = 2.0  # how long the first text of a batch waits for company
@@ -79,7 +86,8 @@ class Settings:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
                     "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "max_trace_work",
-                    "max_traces", "inter_op_threads",
+                    "max_traces", "max_source_bytes", "max_source_tokens", "max_beam_size", "max_translate_texts",
+                    "inter_op_threads",
                     "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "max_request_s",
                     "keepalive_s")
         for name in positive:

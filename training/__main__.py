@@ -41,6 +41,12 @@ def _eval(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     opened = open_model(args.checkpoint, args.threads)
     cfg, model, tok = opened.config, opened.model, opened.tokenizer
+    if cfg is not None and cfg.task == "translation":
+        from training.translation_eval import evaluate_translation
+
+        result = evaluate_translation(model, tok, cfg, args.data or cfg.data.val_path, args.beam)
+        print(json.dumps(_floats(result), indent=1))
+        return
     if cfg is None and not args.data:
         raise ValueError(f"{args.checkpoint} does not record its training data: pass --data FILE")
     if opened.kind == "char_lm":
@@ -124,11 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--config", help="JSON recipe (see recipes/)")
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    e = sub.add_parser("eval", help="loss/bpc (char LM) or accuracy/confusion (classifier)")
+    e = sub.add_parser("eval", help="loss/bpc (char LM), accuracy/confusion (classifier), loss/BLEU (translation)")
     e.add_argument("checkpoint", help=MODEL_HELP)
-    e.add_argument("--data", help="another file to score (default: the validation split of training)")
+    e.add_argument("--data", help="another file to score (default: the validation split of training); "
+                                  "translation: a pair's stem, e.g. ../shared/data/multi30k/test2016")
     e.add_argument("--format", choices=["tsv", "label_line"],
                    help="--data's format for a classifier: GLUE TSV or '<label> <sentence>' lines (default: detected)")
+    e.add_argument("--beam", type=int, default=1, help="translation: beam size (1 = greedy)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("sample", help="generate text from a char LM checkpoint or artifact")

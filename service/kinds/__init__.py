@@ -19,8 +19,10 @@ To add a kind (say "translator": an encoder graph and a decoder-step graph):
 from service.kinds.base import Handler, Kind, Served, get, handler, register
 from service.kinds.char_lm import CharLM
 from service.kinds.classifier import Classifier
+from service.kinds.translator import Translator
 
 register(CharLM())
 register(Classifier())
+register(Translator())
 
 __all__ = ["Handler", "Kind", "Served", "get", "handler", "register"]

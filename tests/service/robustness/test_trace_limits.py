@@ -31,6 +31,7 @@ def bundled():
 
 
 @pytest.mark.parametrize("name", REGRESSIONS)
+@pytest.mark.slow
 def test_long_and_repetitive_texts_trace_without_error(bundled, name, caplog):
     for text in REGRESSIONS[name]:
         with caplog.at_level(logging.ERROR, logger="rnnserve"):

@@ -85,7 +85,7 @@ model-%: $(VENV)
 CODE_CORPUS := runs/data/python-stdlib.txt
 $(CODE_CORPUS): | $(VENV)
 	$(PY) -m training code-corpus $@
-model-python-lstm: $(CODE_CORPUS)
+model-python-lstm model-python-lstm-20min: $(CODE_CORPUS)
 
 # Interpretable cells of the bundled models (docs/cells.md): ranked tables, cells.json, pictures and pages in runs/cells/.
 cells: $(VENV) $(CODE_CORPUS)

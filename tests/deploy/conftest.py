@@ -34,10 +34,10 @@ PROMPT = "ROMEO:"
 
 
 def require(*tools: str) -> None:
-    """Skip when a system tool is missing, except in CI, where `make test` installs them (make deploy-tools)."""
+    """Skip when a system tool is missing, except in CI, where `make test` installs them (make system-packages)."""
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        message = f"missing {' '.join(missing)}: run `make deploy-tools` (as root)"
+        message = f"missing {' '.join(missing)}: run `make system-packages` (as root)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -14,7 +14,7 @@ pytest.importorskip("playwright")
 from tests.support import playground
 
 pytestmark = [pytest.mark.process, pytest.mark.skipif(playground.CHROMIUM is None,
-                                                     reason="Debian's chromium is not installed (make chromium)")]
+                                                     reason="Debian's chromium is not installed (make system-packages)")]
 
 
 def test_generation_streams_in_and_each_character_is_coloured(server, tmp_path):

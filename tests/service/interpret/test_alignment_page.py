@@ -48,7 +48,7 @@ def test_client_prints_the_translation_and_writes_a_page_with_a_cell_per_token_p
 
 
 @pytest.mark.process
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make system-packages)")
 def test_chromium_draws_the_page_with_coloured_cells_and_dark_text(server, tmp_path):
     page, png = tmp_path / "alignment.html", tmp_path / "shot.png"
     _translate(server.port, "--attention", str(page))

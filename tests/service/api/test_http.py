@@ -3,6 +3,7 @@ errors with their statuses, the token, the limits, a client that goes away, and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -40,8 +41,10 @@ def test_generate_equals_grpc_whole_and_streamed(server):
             messages = [json.loads(data) for name, data in events]
     assert "".join(m["text"] for m in messages) == text
     assert all("finished" not in m for m in messages[:-1]) and messages[-1]["finished"]["finish_reason"]
-    # One event per chunk: 60 characters in chunks of 6, never split (chunks merge only behind a slow reader).
-    assert 2 <= len(messages) <= 11 and all(len(m["text"]) % 6 == 0 for m in messages[:-1])
+    # One event per chunk, never split: the first character at once, then chunks of 6 (chunks merge only behind a
+    # slow reader, so every event boundary falls 1 past a multiple of 6, and there are at most 1 + 60/6 + 1 events).
+    boundaries = itertools.accumulate(len(m["text"]) for m in messages[:-1])
+    assert len(messages) <= 12 and all(n % 6 == 1 for n in boundaries)
 
 
 def test_logprobs_stops_and_camel_case_fields_as_the_proto_maps_them(server):

@@ -9,7 +9,7 @@ DATA    := ../shared/data
 all: test
 
 # The package, editable, with every extra: the versions come from requirements/*.txt (pyproject.toml reads them).
-$(VENV): pyproject.toml requirements/serve.txt requirements/train.txt requirements/dev.txt requirements/deploy.txt
+$(VENV): pyproject.toml requirements/serve.txt requirements/train.txt requirements/tools.txt requirements/deploy.txt
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[train,dev]'

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from service.artifact.corpus import read_sentences, sentence_format
-from tests.conftest import ROOT, SST2_SENTENCES
+from tests.support.data import ROOT, SST2_SENTENCES
 from training.__main__ import main
 
 LABELS = {"0": "negative", "1": "positive"}

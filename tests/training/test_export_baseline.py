@@ -8,7 +8,7 @@ import pytest
 
 from service.artifact import META_FILE, Meta
 from service.artifact.tokenizer import Tokenizer
-from tests.conftest import SHAKESPEARE
+from tests.support.data import SHAKESPEARE
 from training.baseline import kn_baseline
 from training.config import load_config
 from training.data import CharCorpus

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tests.conftest import SHAKESPEARE
+from tests.support.data import SHAKESPEARE
 from training.baseline import kn_baseline
 from training.data import CharCorpus
 from training.ngram import KneserNey, NGramCounts, discounts

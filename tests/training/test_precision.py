@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import SHAKESPEARE
+from tests.support.data import SHAKESPEARE
 from training.config import load_config
 from training.export import export_checkpoint
 from training.train import train

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from tests.service.harness import pb
 
 from service import client
-from tests.conftest import ROOT, SST2_SENTENCES
+from tests.support.data import ROOT, SST2_SENTENCES
+from tests.support.harness import pb
 
 TEXTS = [line.partition(" ")[2] for line in (SST2_SENTENCES / "stsa.binary.dev").read_text().splitlines()[:150]]
 
@@ -49,6 +49,7 @@ def test_stdin_and_arguments_together_with_a_smaller_batch(server, monkeypatch, 
     assert server.metric("rnnserve_requests_total", method="Classify", code="OK") - ok == 3
 
 
+@pytest.mark.process
 def test_text_that_is_not_utf8_is_one_clear_line(server, tmp_path):
     # A real argv of bytes: Python hands the client a str with a lone surrogate where the byte was.
     r = subprocess.run([sys.executable, "-m", "service.client", "--target", f"localhost:{server.port}", "classify",

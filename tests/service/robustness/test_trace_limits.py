@@ -7,12 +7,12 @@ import threading
 
 import grpc
 import pytest
-from tests.service.harness import pb, servers
 
 from service import kinds
 from service.interpret import trace
 from service.kinds import char_lm
-from tests.conftest import ROOT
+from tests.support.data import ROOT
+from tests.support.harness import pb, servers
 
 # Texts that ended INTERNAL before the self-check's tolerance scaled with the values: the LSTM cell
 # state grows along a repeated character (124 after 127 "e" on python-lstm), past an absolute 1e-4.
@@ -31,6 +31,7 @@ def bundled():
 
 
 @pytest.mark.parametrize("name", REGRESSIONS)
+@pytest.mark.slow
 def test_long_and_repetitive_texts_trace_without_error(bundled, name, caplog):
     for text in REGRESSIONS[name]:
         with caplog.at_level(logging.ERROR, logger="rnnserve"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import ROOT, SHAKESPEARE
+from tests.support.data import ROOT, SHAKESPEARE
 from training import gradients as g
 from training.gradient_runs import CLIPS, clip_, spikes, value_limit
 from training.minchar import Params
@@ -241,7 +241,8 @@ def test_context_losses_find_the_dependency_a_model_uses():
         g.truncated_context_losses(predict, ids, np.array([10]), [32])
 
 
-@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="tiny shakespeare is not in ../shared/data")
+@pytest.mark.usefixtures("shared_data")
+@pytest.mark.slow
 def test_the_command_writes_every_figure_and_table(tmp_path, capsys):
     """The whole pipeline on a plan small enough for seconds: numbers, four figures, tables, the bundled models."""
     from training import gradient_report as r

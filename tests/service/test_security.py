@@ -237,7 +237,7 @@ def test_token_comparison_accepts_exactly_the_listed_tokens():
 
 
 def test_the_server_process_refuses_to_start_with_a_missing_key_file(model_repo, pki):
-    r = subprocess.run([sys.executable, "-m", "service", "--model-dir", str(model_repo), "--port", "0",
+    r = subprocess.run([sys.executable, "-m", "service", "--model-dir", str(model_repo), "--port", "0", "--health-port", "0",
                         "--metrics-port", "-1", "--tls-cert-file", pki.cert, "--tls-key-file", str(pki.root / "nope.key")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0

@@ -52,7 +52,8 @@ class Server:
         procs = None if self.group is None else str(self.group / "cgroup.procs")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0",
-             "--health-port", "0", "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--intra-op-threads", "1",
+             "--health-port", "0", "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--http-port", "-1",
+             "--intra-op-threads", "1",
              "--log-level", "WARNING", *flags],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             preexec_fn=None if procs is None else lambda: Path(procs).write_text("0"))
@@ -66,7 +67,8 @@ class Server:
         end = time.monotonic() + 120
         while time.monotonic() < end and self.proc.poll() is None:
             for line in list(self.log):
-                if m := re.search(r"on port (\d+), metrics on port (-?\d+), health on port (-?\d+)", line):
+                if m := re.search(r"on port (\d+), HTTP on port -?\d+, metrics on port (-?\d+), health on port (-?\d+)",
+                                  line):
                     return int(m[1]), int(m[2]), int(m[3])
             time.sleep(0.1)
         raise RuntimeError(f"the server did not start: {''.join(self.log)[-2000:]}")

@@ -14,6 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from service import metrics
 from service.api import security, transport
 from service.api.admin import AdminServicer
+from service.api.http.app import create_app
+from service.api.http.serve import HttpServer
 from service.api.native import InferenceServicer
 from service.api.undecodable import RefuseUndecodable
 from service.api.v2 import GRPCInferenceServicer
@@ -63,15 +65,16 @@ class Server:
         self.reloader = Reloader(settings.model_dir, self.host, self._publish, settings.intra_op_threads,
                                  settings.inter_op_threads)
         self.health = health.aio.HealthServicer()
+        auth = security.interceptors(settings)
         self.grpc = grpc.aio.server(
-            interceptors=[transport.WatchLimit(settings.max_health_watches), *security.interceptors(settings),
-                          RefuseUndecodable()],
+            interceptors=[transport.WatchLimit(settings.max_health_watches), *auth, RefuseUndecodable()],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                      ("grpc.max_send_message_length", settings.max_send_message_bytes), *_keepalive(settings.keepalive_s),
                      *transport.options(settings)])
-        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(self.host), self.grpc)
-        v2_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(self.host), self.grpc)
+        native, v2_servicer = InferenceServicer(self.host), GRPCInferenceServicer(self.host)
+        pb_grpc.add_InferenceServicer_to_server(native, self.grpc)
+        v2_grpc.add_GRPCInferenceServiceServicer_to_server(v2_servicer, self.grpc)
         pb_grpc.add_AdminServicer_to_server(AdminServicer(self.host, self.reloader), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, V2_SERVICE_NAME, ADMIN_SERVICE_NAME,
@@ -81,6 +84,10 @@ class Server:
         self.health_grpc, self.health_port = None, -1
         if settings.health_port >= 0:
             self.health_grpc, self.health_port = transport.health_server(self.health, settings)
+        self.http, self.http_port = None, -1  # REST, server-sent events and the playground, over the same servicers
+        if settings.http_port >= 0:
+            self.http = HttpServer(create_app(native, v2_servicer, settings, next(iter(auth), None)), settings)
+            self.http_port = self.http.port
         self.metrics: MetricsEndpoint | None = None
         self.metrics_port = -1
         if settings.metrics_port >= 0:
@@ -106,12 +113,14 @@ class Server:
         if self.health_grpc is not None:
             await self.health_grpc.start()
         await self.grpc.start()
+        if self.http is not None:
+            await self.http.start()
         await self._publish()
         await self.health.set(SERVICE_NAME, SERVING)
         if self.settings.poll_s > 0:
             self.poller = asyncio.get_running_loop().create_task(self.reloader.poll(self.settings.poll_s))
-        log.info("serving %d model version(s) on port %d, metrics on port %d, health on port %d",
-                 len(self.host.repo.all()), self.port, self.metrics_port, self.health_port)
+        log.info("serving %d model version(s) on port %d, HTTP on port %d, metrics on port %d, health on port %d",
+                 len(self.host.repo.all()), self.port, self.http_port, self.metrics_port, self.health_port)
 
     def open_requests(self) -> int:
         """Requests still running on any engine, retiring ones included: shutdown lets them finish."""
@@ -130,7 +139,8 @@ class Server:
         deadline = time.monotonic() + grace_s
         while self.open_requests() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self.grpc.stop(max(STOP_FLOOR_S, min(1.0, deadline - time.monotonic())))
+        last_s = max(STOP_FLOOR_S, min(1.0, deadline - time.monotonic()))
+        await asyncio.gather(self.grpc.stop(last_s), self.http.stop(last_s) if self.http is not None else asyncio.sleep(0))
         async with self.reloader.lock:  # a reload in progress finishes its swap first
             await self.host.close()
             await self.reloader.close()

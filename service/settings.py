@@ -22,6 +22,9 @@ class Settings:
     metrics_max_per_s: float = 10.0  # scrapes a second (all clients together); beyond this, 429
     metrics_max_clients: int = 4  # /metrics connections at once; more are closed at once
     metrics_timeout_s: float = 5.0  # a /metrics client must send its request and take the reply within this
+    http_host: str = "[::]"  # HTTP listen address (REST, server-sent events, OpenAI completions, the playground)
+    http_port: int = 8000  # HTTP port; 0 picks a free one, -1 turns HTTP off
+    http_cors_origins: str = ""  # browser origins allowed to call the HTTP API, comma-separated ("*": any); none by default
     model_dir: str = "models"  # repository: <model_dir>/<name>/<version>/{model.onnx, tokenizer.json, meta.json}
     poll_s: float = 0.0  # reload the repository this often (seconds); 0: only at start and on Admin.ReloadModels
 
@@ -65,9 +68,9 @@ class Settings:
     auth_token_file: str = ""  # accepted bearer tokens, one per line (two during a rotation); all but health need one
 
     # Limits that protect the process
-    max_receive_message_bytes: int = 4 << 20  # larger requests get RESOURCE_EXHAUSTED from grpc (64 x 8192-char texts fit)
+    max_receive_message_bytes: int = 4 << 20  # larger requests: RESOURCE_EXHAUSTED (gRPC), 413 (HTTP); 64 x 8192-char texts fit
     max_send_message_bytes: int = 4 << 20  # no reply comes near it (Trace messages are ~1 MiB)
-    max_concurrent_rpcs: int = 1024  # RPCs in flight, health included; beyond it RESOURCE_EXHAUSTED at once
+    max_concurrent_rpcs: int = 1024  # RPCs in flight on the gRPC port (health has its own port); beyond it RESOURCE_EXHAUSTED
     session_max_requests: int = 4  # requests of one ModelStreamInfer session in progress; the next is read when one ends
     session_idle_s: float = 300.0  # a ModelStreamInfer session that sends no reply this long ends (DEADLINE_EXCEEDED)
     session_max_s: float = 3600.0  # and one ends after this long in all (each of its requests has max_request_s)
@@ -99,7 +102,7 @@ class Settings:
                      "metrics_cache_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"setting {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("metrics_port", "health_port"):
+        for name in ("metrics_port", "http_port", "health_port"):
             if getattr(self, name) < -1:
                 raise ValueError(f"setting {name} must be >= -1, got {getattr(self, name)}")
         if self.classify_max_batch_tokens < self.max_prompt_chars:  # a text has at most one token per character

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-Request, Reply = TypeVar("Request"), TypeVar("Reply")
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
 
 REPLY_QUEUE = 16  # replies waiting for the sender; beyond it the requests' tasks wait (and chunks merge in the engine)
 _DONE, _READ = object(), object()
 
 
-async def run_session(requests: AsyncIterator[Request], answer: Callable[[Request], AsyncIterator[Reply]],
+async def run_session(requests: AsyncIterator[Request], answer: Callable[[Request], AsyncGenerator[Reply, None]],
                       max_pending: int) -> AsyncIterator[Reply]:
     """The replies of every request, as they come; answer(request) yields one request's replies (errors included).
 
@@ -31,6 +32,7 @@ async def run_session(requests: AsyncIterator[Request], answer: Callable[[Reques
     out: asyncio.Queue[Any] = asyncio.Queue(REPLY_QUEUE)
     slots = asyncio.Semaphore(max_pending)
     tasks: set[asyncio.Task] = set()
+    started, done, reading = 0, 0, True
 
     async def one(request: Request) -> None:
         try:
@@ -52,8 +54,9 @@ async def run_session(requests: AsyncIterator[Request], answer: Callable[[Reques
         try:
             while True:
                 await slots.acquire()  # read no further while max_pending requests are in progress
-                request = await anext(requests, _READ)
-                if request is _READ:
+                try:
+                    request = await anext(requests)
+                except StopAsyncIteration:
                     break
                 started += 1
                 task = asyncio.create_task(one(request))
@@ -68,7 +71,6 @@ async def run_session(requests: AsyncIterator[Request], answer: Callable[[Reques
             return
         await out.put(_READ)
 
-    started, done, reading = 0, 0, True
     reader = asyncio.create_task(read())
     try:
         while reading or done < started:

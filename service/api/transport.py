@@ -47,13 +47,13 @@ class WatchLimit(grpc.aio.ServerInterceptor):
         self.max_open, self.n_open = max_open, 0
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         if handler is None or details.method != WATCH:
             return handler
-        watch = handler.unary_stream
+        watch: Any = handler.unary_stream  # grpc_health's aio Watch: a coroutine that writes with context.write
 
         async def capped(request: Any, context: grpc.aio.ServicerContext) -> None:
             if self.n_open >= self.max_open:
@@ -65,7 +65,7 @@ class WatchLimit(grpc.aio.ServerInterceptor):
             self.n_open += 1
             metrics.HEALTH_WATCHES.inc()
             try:
-                await watch(request, context)  # grpc_health's aio Watch writes with context.write
+                await watch(request, context)
             finally:
                 self.n_open -= 1
                 metrics.HEALTH_WATCHES.dec()

@@ -192,8 +192,8 @@ def start_replica(model_dir: str, log: Path) -> tuple[subprocess.Popen, str, str
     port, metrics_port, http_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
     env.update(RNNSERVE_MODEL_DIR=model_dir, RNNSERVE_HOST="127.0.0.1", RNNSERVE_PORT=str(port),
-               RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(metrics_port), RNNSERVE_GRACE_S="5",
-               RNNSERVE_HTTP_HOST="127.0.0.1", RNNSERVE_HTTP_PORT=str(http_port))
+               RNNSERVE_HEALTH_PORT="0", RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(metrics_port),
+               RNNSERVE_GRACE_S="5", RNNSERVE_HTTP_HOST="127.0.0.1", RNNSERVE_HTTP_PORT=str(http_port))
     proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
     return proc, f"127.0.0.1:{port}", f"127.0.0.1:{http_port}"

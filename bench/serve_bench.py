@@ -41,8 +41,9 @@ class ServerProcess:
 
     def __init__(self, model_dir: str, *flags: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "service", "--model-dir", model_dir, "--host", "localhost",
-                                      "--port", "0", "--metrics-host", "localhost", "--metrics-port", "0",
-                                      "--http-host", "localhost", "--http-port", "-1", *flags],
+                                      "--port", "0", "--health-port", "0", "--metrics-host", "localhost",
+                                      "--metrics-port", "0", "--metrics-cache-s", "0", "--http-host", "localhost",
+                                      "--http-port", "-1", *flags],
                                      cwd=ROOT, stderr=subprocess.PIPE, text=True)
         for line in self.proc.stderr:
             if m := re.search(r"on port (\d+), HTTP on port (-?\d+), metrics on port (\d+)", line):

@@ -1,10 +1,13 @@
 """Health probe over the standard gRPC health protocol (grpc.health.v1): exit 0 when SERVING, 1 otherwise.
 
 python grpc_health_probe.py [--addr HOST:PORT] [--service NAME]; "" (the default) is the whole server,
-"rnnserve.v1.Inference/<model>" one model. A stand-in for the grpc_health_probe binary.
+"rnnserve.v1.Inference/<model>" one model. A stand-in for the grpc_health_probe binary. By default it asks the
+server's health port (RNNSERVE_HEALTH_PORT, 50052): plain h2c, with its own limits, so a full gRPC port
+cannot make the probe fail.
 
-A server with TLS needs --tls-ca (and --tls-cert/--tls-key with mutual TLS); --server-name names the
-certificate's host when the probe dials 127.0.0.1. Health needs no bearer token.
+On the gRPC port (--addr 127.0.0.1:50051) a server with TLS needs --tls-ca (and --tls-cert/--tls-key with
+mutual TLS); --server-name names the certificate's host when the probe dials 127.0.0.1. Health needs no
+bearer token.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _channel(a: argparse.Namespace) -> grpc.Channel:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--addr", default=f"127.0.0.1:{os.environ.get('RNNSERVE_PORT', '50051')}")
+    p.add_argument("--addr", default=f"127.0.0.1:{os.environ.get('RNNSERVE_HEALTH_PORT', '50052')}")
     p.add_argument("--service", default="", help='health service name; "" = the whole server')
     p.add_argument("--timeout", type=float, default=3.0, help="seconds")
     p.add_argument("--tls-ca", metavar="PEM", help="speak TLS, trusting this CA bundle")

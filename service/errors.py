@@ -36,8 +36,8 @@ class Unavailable(ServiceError):  # noqa: N818 (named after its status code)
 class OverBudget(ServiceError):  # noqa: N818 (the server's own deadline)
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
-    def __init__(self, budget_s: float) -> None:
-        super().__init__(f"the server's time budget for a request ran out: max_request_s = {budget_s:g} s")
+    def __init__(self, budget_s: float, setting: str = "max_request_s", what: str = "time budget for a request") -> None:
+        super().__init__(f"the server's {what} ran out: {setting} = {budget_s:g} s")
 
 
 # The same outcomes over HTTP (service/api/http): the gRPC code of each error above, and of the edge's own

@@ -1,4 +1,4 @@
-"""Every Prometheus object of the service, and the HTTP /metrics endpoint that exposes them."""
+"""Every Prometheus object of the service (service/metrics_http.py serves them over HTTP)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -115,6 +115,12 @@ RELOADS = Counter("rnnserve_model_reloads_total",
                   ["result"])
 
 
+HEALTH_WATCHES = Gauge("rnnserve_health_watches", "Health/Watch streams open (their own limit: max_health_watches).")
+SCRAPES = Counter("rnnserve_metrics_scrapes_total",
+                  "Requests to the /metrics endpoint, by result: ok, limited (429), dropped (too many connections), "
+                  "failed (timed out or cut), not_found.", ["result"])
+
+
 def set_models(models: Iterable[tuple[str, int, str, str]]) -> None:
     """rnnserve_model_info: exactly the (name, version, kind, cell) versions being served."""
     MODEL_INFO.clear()
@@ -126,6 +132,10 @@ def observe_request(method: str, code: str, seconds: float, protocol: str = "grp
     """One finished request; the latency histogram is shared by the protocols (the same work behind them)."""
     REQUESTS.labels(method, code, protocol).inc()
     REQUEST_SECONDS.labels(method).observe(seconds)
+
+
+def count_scrape(result: str) -> None:
+    SCRAPES.labels(result).inc()
 
 
 def count_refused(method: str, code: str, protocol: str = "grpc") -> None:
@@ -194,9 +204,3 @@ class ClassifyMetrics:
         v = str(version)
         return cls(QUEUE_WAIT.labels(model, v, "Classify"), MODEL_CALL_SECONDS.labels(model, v, "classify"),
                    CLASSIFY_BATCH.labels(model, v), QUEUED.labels(model, v, "Classify"))
-
-
-def serve(host: str, port: int) -> tuple[object, int]:
-    """Start HTTP /metrics in a daemon thread; returns the server (call .shutdown()) and its port."""
-    httpd, _ = start_http_server(port, addr=host)
-    return httpd, httpd.server_port

@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import metrics
-from service.api import security
+from service.api import security, transport
 from service.api.admin import AdminServicer
 from service.api.http.app import create_app
 from service.api.http.serve import HttpServer
@@ -23,6 +23,7 @@ from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
+from service.metrics_http import MetricsEndpoint
 from service.models.host import ModelHost
 from service.models.reload import Reloader
 from service.models.repository import Repository
@@ -66,10 +67,11 @@ class Server:
         self.health = health.aio.HealthServicer()
         auth = security.interceptors(settings)
         self.grpc = grpc.aio.server(
-            interceptors=[*auth, RefuseUndecodable()],
+            interceptors=[transport.WatchLimit(settings.max_health_watches), *auth, RefuseUndecodable()],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-                     ("grpc.max_send_message_length", settings.max_send_message_bytes), *_keepalive(settings.keepalive_s)])
+                     ("grpc.max_send_message_length", settings.max_send_message_bytes), *_keepalive(settings.keepalive_s),
+                     *transport.options(settings)])
         native, v2_servicer = InferenceServicer(self.host), GRPCInferenceServicer(self.host)
         pb_grpc.add_InferenceServicer_to_server(native, self.grpc)
         v2_grpc.add_GRPCInferenceServiceServicer_to_server(v2_servicer, self.grpc)
@@ -79,13 +81,19 @@ class Server:
                                              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME), self.grpc)
         self.port = security.bind(self.grpc, settings)
+        self.health_grpc, self.health_port = None, -1
+        if settings.health_port >= 0:
+            self.health_grpc, self.health_port = transport.health_server(self.health, settings)
         self.http, self.http_port = None, -1  # REST, server-sent events and the playground, over the same servicers
         if settings.http_port >= 0:
             self.http = HttpServer(create_app(native, v2_servicer, settings, next(iter(auth), None)), settings)
             self.http_port = self.http.port
-        self.metrics_httpd, self.metrics_port = None, -1
+        self.metrics: MetricsEndpoint | None = None
+        self.metrics_port = -1
         if settings.metrics_port >= 0:
-            self.metrics_httpd, self.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
+            self.metrics = MetricsEndpoint(settings.metrics_host, settings.metrics_port, settings.metrics_cache_s,
+                                           settings.metrics_max_per_s, settings.metrics_max_clients,
+                                           settings.metrics_timeout_s)
         self.health_names: set[str] = set()  # models whose health status has been published
         self.poller: asyncio.Task | None = None
         self.stopped = asyncio.Event()
@@ -100,6 +108,10 @@ class Server:
         self.health_names |= set(self.host.repo.models)
 
     async def start(self) -> None:
+        if self.metrics is not None:
+            self.metrics_port = await self.metrics.start()
+        if self.health_grpc is not None:
+            await self.health_grpc.start()
         await self.grpc.start()
         if self.http is not None:
             await self.http.start()
@@ -107,8 +119,8 @@ class Server:
         await self.health.set(SERVICE_NAME, SERVING)
         if self.settings.poll_s > 0:
             self.poller = asyncio.get_running_loop().create_task(self.reloader.poll(self.settings.poll_s))
-        log.info("serving %d model version(s) on port %d, HTTP on port %d, metrics on port %d",
-                 len(self.host.repo.all()), self.port, self.http_port, self.metrics_port)
+        log.info("serving %d model version(s) on port %d, HTTP on port %d, metrics on port %d, health on port %d",
+                 len(self.host.repo.all()), self.port, self.http_port, self.metrics_port, self.health_port)
 
     def open_requests(self) -> int:
         """Requests still running on any engine, retiring ones included: shutdown lets them finish."""
@@ -132,9 +144,10 @@ class Server:
         async with self.reloader.lock:  # a reload in progress finishes its swap first
             await self.host.close()
             await self.reloader.close()
-        if self.metrics_httpd is not None:
-            await asyncio.to_thread(self.metrics_httpd.shutdown)
-            self.metrics_httpd.server_close()
+        if self.health_grpc is not None:
+            await self.health_grpc.stop(STOP_FLOOR_S)
+        if self.metrics is not None:
+            await self.metrics.close()
         log.info("stopped")
         self.stopped.set()
 

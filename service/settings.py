@@ -17,8 +17,13 @@ CLIENT_PREFIX = "RNNSERVE_CLIENT_"  # the client CLI's variables (its token): a 
 class Settings:
     host: str = "[::]"  # gRPC listen address
     port: int = 50051  # gRPC port; 0 picks a free one
-    metrics_host: str = "0.0.0.0"  # HTTP /metrics listen address
+    health_port: int = 50052  # grpc.health.v1 alone, plain h2c, for probes; 0 picks a free one, -1 disables it
+    metrics_host: str = "127.0.0.1"  # HTTP /metrics listen address (deployments set 0.0.0.0 where Prometheus scrapes)
     metrics_port: int = 9090  # HTTP /metrics; 0 picks a free one, -1 disables it
+    metrics_cache_s: float = 1.0  # a scrape within this long of the last rendering gets the same text
+    metrics_max_per_s: float = 10.0  # scrapes a second (all clients together); beyond this, 429
+    metrics_max_clients: int = 4  # /metrics connections at once; more are closed at once
+    metrics_timeout_s: float = 5.0  # a /metrics client must send its request and take the reply within this
     http_host: str = "[::]"  # HTTP listen address (REST, server-sent events, OpenAI completions, the playground)
     http_port: int = 8000  # HTTP port; 0 picks a free one, -1 turns HTTP off
     http_cors_origins: str = ""  # browser origins allowed to call the HTTP API, comma-separated ("*": any); none by default
@@ -50,7 +55,9 @@ class Settings:
     classify_max_batch: int = 64  # texts per model call; 1 turns batching off
     classify_max_delay_ms: float = 2.0  # how long the first text of a batch waits for company
     classify_max_queue: int = 1024  # texts waiting; beyond this, RESOURCE_EXHAUSTED at once
+    classify_max_batch_tokens: int = 16384  # texts x padded tokens per model call: its working memory (~4.5 KB a token)
     max_classify_texts: int = 64  # texts per request
+    max_classify_tokens: int = 65536  # tokens of all the texts of one request
 
     # Trace: activations of chosen units, character by character
     max_trace_chars: int = 4096  # longest text a Trace request may read
@@ -73,9 +80,18 @@ class Settings:
     # Limits that protect the process
     max_receive_message_bytes: int = 4 << 20  # larger requests: RESOURCE_EXHAUSTED (gRPC), 413 (HTTP); 64 x 8192-char texts fit
     max_send_message_bytes: int = 4 << 20  # no reply comes near it (Trace messages are ~1 MiB)
-    max_concurrent_rpcs: int = 1024  # RPCs in flight, health included; beyond it RESOURCE_EXHAUSTED at once
+    max_concurrent_rpcs: int = 1024  # RPCs in flight on the gRPC port (health has its own port); beyond it RESOURCE_EXHAUSTED
+    session_max_requests: int = 4  # requests of one ModelStreamInfer session in progress; the next is read when one ends
+    session_idle_s: float = 300.0  # a ModelStreamInfer session that sends no reply this long ends (DEADLINE_EXCEEDED)
+    session_max_s: float = 3600.0  # and one ends after this long in all (each of its requests has max_request_s)
     max_request_s: float = 900.0  # time budget of any call: 100,000 chars at ~250 chars/s in a full batch take 400 s
     keepalive_s: float = 20.0  # ping a client connection with calls this often; unanswered this long, it is dropped
+    max_streams_per_connection: int = 128  # HTTP/2 streams one connection may hold open (nginx's own default)
+    max_connections: int = 2048  # client connections at once (nginx opens one per proxied call)
+    connection_idle_s: float = 120.0  # a connection without calls for this long is closed
+    connection_age_s: float = 3600.0  # a connection is asked to go away (GOAWAY) after this long; its calls may finish
+    handshake_timeout_s: float = 10.0  # a new connection must complete its TLS / HTTP/2 handshake within this
+    max_health_watches: int = 64  # Health/Watch streams open at once, per port; beyond this, RESOURCE_EXHAUSTED
 
     grace_s: float = 30.0  # on SIGTERM, how long running requests may take to finish
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
@@ -85,20 +101,25 @@ class Settings:
             ThreadPolicy.parse(self.decode_threads_by_batch)
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
-                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "max_trace_work",
-                    "max_traces", "max_source_bytes", "max_source_tokens", "max_beam_size", "max_translate_texts",
-                    "inter_op_threads",
-                    "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "max_request_s",
-                    "keepalive_s")
+                    "classify_max_queue", "classify_max_batch_tokens", "max_classify_texts", "max_classify_tokens",
+                    "max_trace_chars", "max_trace_units", "max_trace_work", "max_traces", "max_source_bytes", "max_source_tokens", "max_beam_size",
+                    "max_translate_texts", "inter_op_threads",
+                    "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "session_max_requests",
+                    "session_idle_s", "session_max_s", "max_request_s", "keepalive_s", "max_streams_per_connection",
+                    "max_connections", "connection_idle_s", "connection_age_s", "handshake_timeout_s",
+                    "max_health_watches", "metrics_max_per_s", "metrics_max_clients", "metrics_timeout_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in ("port", "max_queue", "max_stop", "intra_op_threads", "classify_max_delay_ms", "grace_s", "poll_s"):
+        for name in ("port", "max_queue", "max_stop", "intra_op_threads", "classify_max_delay_ms", "grace_s", "poll_s",
+                     "metrics_cache_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"setting {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("metrics_port", "http_port"):
+        for name in ("metrics_port", "http_port", "health_port"):
             if getattr(self, name) < -1:
                 raise ValueError(f"setting {name} must be >= -1, got {getattr(self, name)}")
+        if self.classify_max_batch_tokens < self.max_prompt_chars:  # a text has at most one token per character
+            raise ValueError("setting classify_max_batch_tokens must be >= max_prompt_chars (the longest text runs alone)")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("setting default_max_tokens must not exceed max_tokens_limit")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

@@ -87,12 +87,38 @@ class _Ending:
     context.abort: grpc keeps abort's AbortError in a reference cycle with the call's frames, holding
     the request (up to max_receive_message_bytes) until Python's next full garbage collection, which
     under a stream of refused large requests comes late. Cancellation and aborts pass through.
+
+    With idle_s (a session), the call also ends once idle_s pass without a reply sent (progress()
+    is called after each): a client that stops reading is let go.
     """
 
-    def __init__(self, name: str, context: grpc.aio.ServicerContext, budget_s: float | None) -> None:
-        self.name, self.context, self.budget_s = name, context, budget_s
+    def __init__(self, name: str, context: grpc.aio.ServicerContext, budget_s: float,
+                 idle_s: float | None = None) -> None:
+        self.name, self.context, self.budget_s, self.idle_s = name, context, budget_s, idle_s
         self.t0 = time.perf_counter()
-        self.deadline = asyncio.timeout(budget_s)
+        self.loop = asyncio.get_running_loop()
+        self.start = self.last = self.loop.time()
+        self.deadline = asyncio.timeout_at(self._when())
+
+    def _when(self) -> float:
+        return self.start + self.budget_s if self.idle_s is None else min(self.start + self.budget_s,
+                                                                            self.last + self.idle_s)
+
+    def progress(self) -> None:
+        """A reply went out: the idle time starts again."""
+        if self.idle_s is not None:
+            self.last = self.loop.time()
+            self.deadline.reschedule(self._when())
+
+    def _error(self, err: Exception) -> Exception:
+        """The budget's TimeoutError as OverBudget naming the setting that ran out; any other exception as it is."""
+        if not (isinstance(err, TimeoutError) and self.deadline.expired()):
+            return err
+        if self.idle_s is None:
+            return OverBudget(self.budget_s)
+        if self.last + self.idle_s < self.start + self.budget_s:
+            return OverBudget(self.idle_s, "session_idle_s", "time budget for a session without a reply sent")
+        return OverBudget(self.budget_s, "session_max_s", "time budget for a session")
 
     def __enter__(self) -> _Ending:
         return self
@@ -107,23 +133,24 @@ class _Ending:
             return False
         if isinstance(err, grpc.aio.AbortError) or not isinstance(err, Exception):
             return False
-        code, message = describe(budget_error(err, self.deadline, self.budget_s), self.name)
+        code, message = describe(self._error(err), self.name)
         metrics.observe_request(self.name, code.name, seconds)
         self.context.set_code(code)
         self.context.set_details(message)
         return True
 
 
-def rpc(method: Callable[..., Any] | None = None, *, budget: bool = True) -> Callable[..., Any]:
+def rpc(method: Callable[..., Any] | None = None, *, session: bool = False) -> Callable[..., Any]:
     """Wrap a servicer method (coroutine or async generator): a time budget, exceptions to status codes, counts.
 
     A call still running after the server's max_request_s ends with DEADLINE_EXCEEDED (OverBudget);
     being cancelled where it waits, a stream leaves its slot as it does when the client goes away.
-    `@rpc(budget=False)`: a session that carries many requests (v2 ModelStreamInfer) is not one
-    request; it budgets each of them itself.
+    `@rpc(session=True)`: a session that carries many requests (v2 ModelStreamInfer) is not one
+    request: it budgets each of them itself, and the whole has session_max_s, and session_idle_s
+    without a reply sent.
     """
     if method is None:
-        return functools.partial(rpc, budget=budget)
+        return functools.partial(rpc, session=session)
     name = method.__name__
 
     if inspect.isasyncgenfunction(method):
@@ -132,20 +159,22 @@ def rpc(method: Callable[..., Any] | None = None, *, budget: bool = True) -> Cal
         @functools.wraps(method)
         async def stream(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> None:
             settings = self.settings
-            ending = _Ending(name, context, settings.max_request_s if budget else None)
+            ending = (_Ending(name, context, settings.session_max_s, settings.session_idle_s) if session
+                      else _Ending(name, context, settings.max_request_s))
             replies = method(self, request, context)
             try:
                 with ending:
                     async with ending.deadline:
                         async for item in replies:
                             await _write(context, item, settings.max_send_message_bytes)
+                            ending.progress()
             finally:
                 await replies.aclose()  # cancelled while writing: the generator's own cleanup runs now
         return stream
 
     @functools.wraps(method)
     async def unary(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        ending = _Ending(name, context, self.settings.max_request_s if budget else None)
+        ending = _Ending(name, context, self.settings.max_request_s)
         with ending:
             async with ending.deadline:
                 return await method(self, request, context)

@@ -75,6 +75,9 @@ def classify_rows(req, tok: Tokenizer, s: Settings) -> list[np.ndarray]:  # req:
         if len(ids) == 0:
             raise InvalidArgument(f"texts[{i}]", "has no tokens")
         rows.append(ids)
+    if (n := sum(map(len, rows))) > s.max_classify_tokens:
+        raise InvalidArgument("texts", f"{n} tokens in {len(rows)} texts, the limit is {s.max_classify_tokens} per "
+                                       "request (max_classify_tokens); send fewer or shorter texts")
     return rows
 
 

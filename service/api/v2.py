@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from service import kinds, metrics
 from service.api.edge import budget_error, describe, rpc
+from service.api.session import run_session
 from service.api.v2_params import Tensor
 from service.errors import InvalidArgument, NotFound
 from service.gen.inference import grpc_service_pb2 as v2
@@ -20,8 +22,6 @@ from service.models.model import Model
 SERVER_NAME, SERVER_VERSION = "rnnserve", "1"
 EXTENSIONS = ["model_configuration", "parameters"]
 DATATYPES = {"BYTES": mc.TYPE_STRING, "FP32": mc.TYPE_FP32}
-STREAM_QUEUE = 16  # responses buffered per stream; beyond it chunks wait in the engine, where they merge
-_DONE, _READ = object(), object()
 
 
 def parse_version(version: str, field: str) -> int:
@@ -96,57 +96,27 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         replies = [r async for r in served.kind.v2_infer(served, request, stream=False)]
         return replies[-1]
 
-    @rpc(budget=False)
+    @rpc(session=True)
     async def ModelStreamInfer(self, requests: AsyncIterator[v2.ModelInferRequest],  # noqa: N802
                                context) -> AsyncIterator[v2.ModelStreamInferResponse]:
-        """Each request runs as it arrives, concurrently; a failed one is an error_message, the stream goes on."""
-        out: asyncio.Queue = asyncio.Queue(STREAM_QUEUE)
-        tasks: set[asyncio.Task] = set()
+        """Each request runs as it arrives, a few at a time (session_max_requests); a failed one is an
+        error_message, the stream goes on."""
+        async for reply in run_session(requests, self._stream_one, self.settings.session_max_requests):
+            yield reply
 
-        async def one(request: v2.ModelInferRequest) -> None:
-            """One request of the session, under the time budget of a request."""
-            t0, code, budget_s = time.perf_counter(), "OK", self.settings.max_request_s
-            budget = asyncio.timeout(budget_s)
-            try:
-                async with budget:
-                    served = self._served(request.model_name, request.model_version)
-                    async for reply in served.kind.v2_infer(served, request, stream=True):
-                        await out.put(v2.ModelStreamInferResponse(infer_response=reply))
-            except Exception as err:
-                status, message = describe(budget_error(err, budget, budget_s), "ModelStreamInfer")
-                code = status.name
-                await out.put(v2.ModelStreamInferResponse(  # the id (and model) say which request failed
-                    error_message=message, infer_response=v2.ModelInferResponse(model_name=request.model_name, id=request.id)))
-            metrics.observe_request("ModelStreamInfer.request", code, time.perf_counter() - t0)
-            await out.put(_DONE)
-
-        async def read() -> None:
-            nonlocal started
-            try:
-                async for request in requests:
-                    started += 1
-                    task = asyncio.create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            except Exception as err:  # the request stream broke: the RPC fails with it
-                await out.put(err)
-                return
-            await out.put(_READ)
-
-        started, done, reading = 0, 0, True
-        reader = asyncio.create_task(read())
+    async def _stream_one(self, request: v2.ModelInferRequest) -> AsyncIterator[v2.ModelStreamInferResponse]:
+        """One request of a session, under the time budget of a request."""
+        t0, code, budget_s = time.perf_counter(), "OK", self.settings.max_request_s
+        budget = asyncio.timeout(budget_s)
         try:
-            while reading or done < started:
-                item = await out.get()
-                if item is _READ:
-                    reading = False
-                elif item is _DONE:
-                    done += 1
-                elif isinstance(item, Exception):
-                    raise item
-                else:
-                    yield item
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+            async with budget:
+                served = self._served(request.model_name, request.model_version)
+                async with aclosing(served.kind.v2_infer(served, request, stream=True)) as replies:
+                    async for reply in replies:
+                        yield v2.ModelStreamInferResponse(infer_response=reply)
+        except Exception as err:
+            status, message = describe(budget_error(err, budget, budget_s), "ModelStreamInfer")
+            code = status.name
+            yield v2.ModelStreamInferResponse(  # the id (and model) say which request failed
+                error_message=message, infer_response=v2.ModelInferResponse(model_name=request.model_name, id=request.id))
+        metrics.observe_request("ModelStreamInfer.request", code, time.perf_counter() - t0)

@@ -1,7 +1,8 @@
 """Dynamic batching for Classify: texts from concurrent requests are run as one padded batch.
 
-A batch closes when it holds max_batch texts or its first text has waited max_delay_ms; the
-model call runs on the model's own thread, and texts arriving meanwhile form the next batch.
+A batch closes when it holds max_batch texts or max_batch_tokens tokens, or when its first text has
+waited max_delay_ms; the model calls run on the model's own thread (the runner splits a batch so that
+no call pads past max_batch_tokens), and texts arriving meanwhile form the next batch.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from service.models.runners import ClassifierRunner
 
 class Batcher:
     def __init__(self, name: str, version: int, runner: ClassifierRunner, max_batch: int, max_delay_ms: float,
-                 max_queue: int) -> None:
+                 max_queue: int, max_batch_tokens: int) -> None:
         self.name, self.runner = name, runner
         self.max_batch, self.max_delay, self.max_queue = max_batch, max_delay_ms / 1000, max_queue
+        self.max_batch_tokens = max_batch_tokens
         self.m = ClassifyMetrics.bind(name, version)
         self.pending: deque[tuple[np.ndarray, asyncio.Future, float]] = deque()
+        self.pending_tokens = 0
         self.arrived = asyncio.Event()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"classify-{name}-{version}")
         self.stopping = False
@@ -41,6 +44,7 @@ class Batcher:
         loop, now = asyncio.get_running_loop(), time.perf_counter()
         futures = [loop.create_future() for _ in rows]
         self.pending.extend(zip(rows, futures, [now] * len(rows), strict=True))
+        self.pending_tokens += sum(map(len, rows))
         self.m.queued.set(len(self.pending))
         self.arrived.set()
         self.n_open += 1
@@ -58,13 +62,14 @@ class Batcher:
                 await self.arrived.wait()
                 continue
             close_at = self.pending[0][2] + self.max_delay
-            while len(self.pending) < self.max_batch and (left := close_at - time.perf_counter()) > 0:
+            while (len(self.pending) < self.max_batch and self.pending_tokens < self.max_batch_tokens
+                   and (left := close_at - time.perf_counter()) > 0):
                 self.arrived.clear()
                 try:
                     await asyncio.wait_for(self.arrived.wait(), left)
                 except TimeoutError:
                     break
-            batch = [self.pending.popleft() for _ in range(min(self.max_batch, len(self.pending)))]
+            batch = self._take()
             self.m.queued.set(len(self.pending))
             batch = [item for item in batch if not item[1].done()]
             if not batch:
@@ -74,8 +79,8 @@ class Batcher:
                 self.m.queue_wait.observe(start - t)
             self.m.batch.observe(len(batch))
             try:
-                probs = await asyncio.get_running_loop().run_in_executor(self.executor, self.runner.run,
-                                                                         [rows for rows, _, _ in batch])
+                probs = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.runner.run, [rows for rows, _, _ in batch], self.max_batch_tokens)
             except Exception as err:  # fail this batch's requests (INTERNAL at the edge); keep batching
                 for _, f, _ in batch:
                     if not f.done():
@@ -85,6 +90,16 @@ class Batcher:
             for (_, f, _), p in zip(batch, probs, strict=True):
                 if not f.done():
                     f.set_result(p)
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future, float]]:
+        """The next batch: at most max_batch texts and max_batch_tokens tokens (at least one text)."""
+        batch = [self.pending.popleft()]
+        tokens = len(batch[0][0])
+        while self.pending and len(batch) < self.max_batch and tokens + len(self.pending[0][0]) <= self.max_batch_tokens:
+            tokens += len(self.pending[0][0])
+            batch.append(self.pending.popleft())
+        self.pending_tokens -= tokens
+        return batch
 
     async def close(self) -> None:
         """Stop batching: texts still waiting fail with UNAVAILABLE."""

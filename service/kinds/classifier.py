@@ -39,7 +39,7 @@ class Classifier(Kind[Batcher]):
 
     def engine(self, model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Batcher:
         return Batcher(model.name, model.version, model.runner, settings.classify_max_batch,
-                       settings.classify_max_delay_ms, settings.classify_max_queue)
+                       settings.classify_max_delay_ms, settings.classify_max_queue, settings.classify_max_batch_tokens)
 
     async def classify(self, served: Served[Batcher], request: pb.ClassifyRequest) -> pb.ClassifyResponse:
         model = served.model

@@ -157,7 +157,7 @@ def test_kubernetes_probes_use_grpc_health():
     pod = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"]["port"] == 50051, probe
+        assert c[probe]["grpc"]["port"] == 50052, probe  # the health port: a full gRPC port cannot fail them
     assert c["readinessProbe"]["grpc"]["service"] == "rnnserve.v1.Inference"
     assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
     assert next(v for v in c["volumeMounts"] if v["mountPath"] == "/models")["readOnly"]

@@ -66,8 +66,11 @@ class Running:
 
 
 def settings(model_repo, **overrides) -> Settings:
-    return Settings(**{"host": "localhost", "port": 0, "metrics_host": "localhost", "metrics_port": 0, "http_host": "localhost",
-                       "http_port": 0, "model_dir": str(model_repo), "intra_op_threads": 1, **overrides})
+    # Every scrape renders afresh and none is refused: tests read metrics right after what changed them.
+    defaults = {"host": "localhost", "port": 0, "health_port": 0, "metrics_host": "localhost", "metrics_port": 0,
+                "http_host": "localhost", "http_port": 0, "model_dir": str(model_repo), "intra_op_threads": 1,
+                "metrics_cache_s": 0.0, "metrics_max_per_s": 1e6, "metrics_max_clients": 64}
+    return Settings(**{**defaults, **overrides})
 
 
 @contextmanager

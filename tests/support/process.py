@@ -25,7 +25,7 @@ class Process:
     def __init__(self, model_repo: Path, *flags: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVE_WITHOUT_TORCH, "--model-dir", str(model_repo), "--host", "localhost",
-             "--port", "0", "--metrics-port", "-1", "--http-host", "localhost", "--http-port", "0",
+             "--port", "0", "--health-port", "0", "--metrics-port", "-1", "--http-host", "localhost", "--http-port", "0",
              "--intra-op-threads", "1", *flags],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()

@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -161,10 +162,14 @@ def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
             real_save(tmp_path / "step15.pt", ckpt)
 
     monkeypatch.setattr(loop, "save_checkpoint", save_and_keep_step_15)
-    args = _args(corpus, tmp_path / "s", "--max_steps=30", "--checkpoint_interval=15", "--eval_interval=30")
+    for lang in ("xx", "yy"):  # 150 pairs: about 11 batches an epoch
+        lines = (Path(corpus) / f"train.{lang}").read_text().splitlines()[:150]
+        (tmp_path / f"small.{lang}").write_text("\n".join(lines) + "\n")
+    args = _args(corpus, tmp_path / "s", f"--data.path={tmp_path / 'small'}", "--max_steps=30",
+                 "--checkpoint_interval=15", "--eval_interval=30")
     straight = train(load_config(None, args), progress=False)
     ckpt = load_checkpoint(tmp_path / "step15.pt")
-    assert ckpt["task"]["epoch"] == 0 < straight["task"]["epoch"]
+    assert ckpt["task"]["epoch"] < straight["task"]["epoch"]  # a new epoch starts after the checkpoint
     ckpt["config"]["out_dir"] = str(tmp_path / "r")
     torch.save(ckpt, tmp_path / "step15.pt")
     resumed = train(resume=tmp_path / "step15.pt", progress=False)

@@ -35,7 +35,8 @@ class Settings:
     deliver_ms: float = 1.0  # while streams run, the event loop collects their text this often
 
     # Translate: decoded with continuous batching like Generate (max_streams rows, max_queue requests waiting,
-    # prefill_batch sources per encoder call, the flush defaults above)
+    # the flush defaults above)
+    encode_batch: int = 4  # sources read in one encoder call, so that a step which reads sources stays about a step long
     max_source_bytes: int = 2048  # longest text to translate, in UTF-8 bytes...
     max_source_tokens: int = 200  # ...and in the model's source tokens
     max_beam_size: int = 8  # largest beam_size (and at most max_streams: each hypothesis holds one of those rows)
@@ -73,7 +74,7 @@ class Settings:
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
 
     def __post_init__(self) -> None:
-        positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
+        positive = ("max_streams", "prefill_batch", "prefill_chunk", "encode_batch", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
                     "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "max_source_bytes",
                     "max_source_tokens", "max_beam_size", "max_translate_texts", "inter_op_threads",

@@ -7,7 +7,7 @@ PORT=${RNNSERVE_DEMO_PORT:-50051}
 unset RNNSERVE_DEMO_PORT  # the server refuses RNNSERVE_* variables that are not its settings
 TARGET="localhost:$PORT"
 
-"$PY" -m service --model-dir models --port "$PORT" --metrics-port 0 &
+"$PY" -m service --model-dir models --port "$PORT" --metrics-port 0 --http-port 0 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 

@@ -1,4 +1,4 @@
-"""Command line: python -m training {train, eval, sample, export, code-corpus} (see --help of each).
+"""Command line: python -m training {train, eval, sample, export, code-corpus, gradients} (see --help of each).
 
 `python -m training cells ...` runs the cell search, which lives with the tracer it reads (python -m service.interpret).
 """
@@ -32,43 +32,50 @@ def _floats(m: dict) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from service.artifact.corpus import read_sentences
-    from training.checkpoint import config_of, load_checkpoint, model_of
+    from service.artifact.corpus import read_sentences, read_text
     from training.data import CharCorpus
     from training.evaluate import evaluate_classifier, evaluate_lm
+    from training.open_model import open_model
 
     torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg = config_of(ckpt)
-    model, tok = model_of(ckpt)
-    if cfg.task == "translation":
+    opened = open_model(args.checkpoint, args.threads)
+    cfg, model, tok = opened.config, opened.model, opened.tokenizer
+    if cfg is None and not args.data:
+        raise ValueError(f"{args.checkpoint} does not record its training data: pass --data FILE")
+    if opened.kind == "translation":
         from training.translation_eval import evaluate_translation
 
         result = evaluate_translation(model, tok, cfg, args.data or cfg.data.val_path, args.beam)
         print(json.dumps(_floats(result), indent=1))
         return
-    if cfg.task == "char_lm":
+    if opened.kind == "char_lm":
         path = args.data or cfg.data.path
         if args.data:  # a separate test file: score all of it
-            from service.artifact.corpus import read_text
             ids = tok.encode(read_text(path))
         else:
             ids = CharCorpus.from_file(path, cfg.data.val_fraction, tokenizer=tok).val
         result = evaluate_lm(model, ids, batch_size=args.batch_size)
     else:
-        path = args.data or cfg.data.val_path
-        result = evaluate_classifier(model, tok, read_sentences(path, cfg.data.labels, cfg.data.format))
+        if cfg is None:
+            raise ValueError(f"{args.checkpoint} does not record its label set")
+        # Another file is read in its own format (--format, or detected); the recipe's format is for its own files.
+        path, fmt = (args.data, args.format or "auto") if args.data else (cfg.data.val_path, cfg.data.format)
+        result = evaluate_classifier(model, tok, read_sentences(path, cfg.data.labels, fmt))
         result["labels"] = list(cfg.data.labels.values())
-    print(json.dumps({"data": str(path), **_floats(result)}, indent=1))
+    print(json.dumps({"model": str(args.checkpoint), "source": opened.source, "data": str(path), **_floats(result)},
+                     indent=1))
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from training.checkpoint import load_checkpoint, model_of
+    from training.open_model import open_model
     from training.sample import generate
 
     torch.set_num_threads(args.threads)
-    model, tok = model_of(load_checkpoint(args.checkpoint))
-    text = generate(model, tok, args.prime, args.n, args.temperature, args.top_k, args.top_p, args.seed)
+    opened = open_model(args.checkpoint, args.threads)
+    if opened.kind != "char_lm":
+        raise ValueError(f"{args.checkpoint} is a {opened.kind}: sample needs a char_lm")
+    text = generate(opened.model, opened.tokenizer, args.prime, args.n, args.temperature, args.top_k, args.top_p,
+                    args.seed)
     print(args.prime + text)
 
 
@@ -86,6 +93,15 @@ def _code_corpus(args: argparse.Namespace) -> None:
     print(json.dumps(build(args.out, args.max_chars), indent=1))
 
 
+def _gradients(args: argparse.Namespace) -> None:
+    from training.gradient_report import command
+
+    command(args.out, args.data, args.models, args.quick)
+
+
+MODEL_HELP = "a checkpoint (runs/NAME/last.pt) or a model directory (models/NAME/VERSION, run by ONNX Runtime)"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cells"]:  # interpretability needs no torch: the service's tools read the artifact
@@ -98,14 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("eval", help="loss/bpc (char LM), accuracy/confusion (classifier), loss/BLEU (translation)")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help=MODEL_HELP)
     e.add_argument("--data", help="another file to score (default: the validation split of training); "
                                   "translation: a pair's stem, e.g. ../shared/data/multi30k/test2016")
+    e.add_argument("--format", choices=["tsv", "label_line"],
+                   help="--data's format for a classifier: GLUE TSV or '<label> <sentence>' lines (default: detected)")
     e.add_argument("--beam", type=int, default=1, help="translation: beam size (1 = greedy)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--threads", type=int, default=2)
-    s = sub.add_parser("sample", help="generate text from a char LM checkpoint")
-    s.add_argument("checkpoint")
+    s = sub.add_parser("sample", help="generate text from a char LM checkpoint or artifact")
+    s.add_argument("checkpoint", help=MODEL_HELP)
     s.add_argument("--prime", default="\n", help="text that primes the state")
     s.add_argument("-n", type=int, default=500, help="characters to generate")
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -120,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
     k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")
     k.add_argument("--max-chars", type=int, default=4_000_000)
+    r = sub.add_parser("gradients", help="measure vanishing/exploding gradients, clipping and context use; write figures",
+                       description="e.g. python -m training gradients --out docs/gradients (a few CPU-minutes)")
+    r.add_argument("--out", default="docs/gradients", help="directory for the PNGs, tables.md and results.json")
+    r.add_argument("--quick", action="store_true", help="a small version of every experiment (about a CPU-minute)")
+    r.add_argument("--data", help="tiny shakespeare (default: the path the recipes name)")
+    r.add_argument("--models", default="models", help="bundled artifacts whose context use is measured")
     args, rest = p.parse_known_args(argv)
     if rest and args.cmd != "train":
         p.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -127,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.cmd == "train":
             _train(args, rest)
         else:
-            {"eval": _eval, "sample": _sample, "export": _export, "code-corpus": _code_corpus}[args.cmd](args)
+            {"eval": _eval, "sample": _sample, "export": _export, "code-corpus": _code_corpus,
+             "gradients": _gradients}[args.cmd](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from training.model import CharLMConfig, ClassifierConfig
+from training.precision import PRECISIONS
 from training.seq2seq import Seq2SeqConfig
 
 MODEL_CONFIGS = {"char_lm": CharLMConfig, "classifier": ClassifierConfig, "translation": Seq2SeqConfig}
@@ -21,7 +22,7 @@ class DataConfig:
     val_path: str = ""  # classifier/translation validation file (stem); char_lm validates on the last val_fraction
     test_path: str = ""  # translation: held-out test stem, scored only at export (BLEU in meta.json)
     val_fraction: float = 0.1  # char_lm: the last 10% of characters
-    format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" by suffix
+    format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" (from the first line)
     level: str = "char"  # tokenizer: "char" or "word"; translation: "bpe" (subwords) or "word"
     min_freq: int = 1  # words (or BPE merges) seen fewer times in training map to <unk> (are not learned)
     source: str = "de"  # translation: language suffix of the source files
@@ -60,6 +61,7 @@ class TrainConfig:
     out_dir: str = "runs/model"  # checkpoints land here
     seed: int = 1337
     threads: int = 2  # torch intra-op threads, set explicitly
+    precision: str = "fp32"  # "bf16": forward under CPU autocast, fp32 weights (training/precision.py); needs AVX-512 BF16
     batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step
     batch_tokens: int = 4000  # translation: source + target tokens per step, padding included (length-bucketed)
     label_smoothing: float = 0.0  # translation: cross-entropy label smoothing (Szegedy et al. 2016)
@@ -165,6 +167,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("batch_size", "seq_len", "max_steps", "threads", "eval_interval", "eval_batch_size"):
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key} must be positive")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     if cfg.time_budget_clock not in ("wall", "cpu"):
         raise ValueError(f"time_budget_clock must be 'wall' or 'cpu', got {cfg.time_budget_clock!r}")
     if cfg.time_budget_min < 0:

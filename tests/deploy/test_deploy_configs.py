@@ -62,7 +62,7 @@ def test_compose_runs_replicas_behind_the_balancer(compose):
         assert svc.get("restart") == ("no" if name == "train" else "unless-stopped"), name
         for p in _ports(svc):
             assert p["host_ip"] == "127.0.0.1", f"{name} publishes {p} beyond loopback by default"
-    assert {p["target"] for p in _ports(s["nginx"])} == {8080, 8081}
+    assert {p["target"] for p in _ports(s["nginx"])} == {8000, 8080, 8081}
 
 
 @pytest.mark.process

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import struct
+from urllib.parse import quote
 
+from google.protobuf import json_format
 from hypothesis import strategies as st
 
 from service.gen.inference import grpc_service_pb2 as v2
@@ -203,3 +206,39 @@ RPCS = (
     ("inference.GRPCInferenceService", "ModelInfer", v2.ModelInferRequest, wellformed_infer_requests(), False, False),
     ("inference.GRPCInferenceService", "ModelStreamInfer", v2.ModelInferRequest, wellformed_infer_requests(), True, True),
 )
+
+
+# ---- HTTP: routes, and bodies of every shape
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | ints(-(1 << 70), 1 << 70) | st.floats(allow_nan=False, allow_infinity=False) | _small_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+FIELD_VALUES = JSON_VALUES | st.sampled_from(["tiny-lstm", "tiny-sentiment", "ROMEO:", 1, 0, -1, 0.5, True, [], {}])
+HTTP_FIELDS = ("model", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "logprobs", "stream",
+               "flush_chars", "flush_ms", "texts", "text", "layers", "units", "version", "n", "echo",
+               "stream_options", "inputs", "outputs", "parameters", "id")
+HTTP_POST = ("/v1/generate", "/v1/classify", "/v1/trace", "/v1/completions", "/v2/models/tiny-lstm/infer",
+             "/v2/models/tiny-sentiment/infer", "/v2/models/tiny-sentiment/versions/1/infer")
+HTTP_GET = ("/v1/models", "/v1/models/tiny-lstm", "/v2", "/v2/health/ready", "/v2/models/tiny-lstm",
+            "/v2/models/tiny-sentiment/config", "/v2/models/tiny-lstm/ready")
+
+
+def _path_segment(text: str) -> str:
+    """A fuzzed name in a URL: percent-encoded, cut to what a request line carries (a megabyte URL is refused by the
+    HTTP parser itself, before any route)."""
+    return quote(text[:200], safe="") or "x"
+
+
+@st.composite
+def http_requests(draw: st.DrawFn) -> tuple[str, str, object]:
+    """(method, path, body): known routes with fuzzed bodies, fuzzed model names and versions in paths, unknown paths."""
+    name, version = _path_segment(draw(model_names)), _path_segment(draw(versions))
+    path = draw(st.sampled_from(HTTP_POST) | st.sampled_from(HTTP_GET) | st.sampled_from([
+        f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{version}/infer", f"/v1/models/{name}",
+        f"/v2/models/{name}/versions/{version}/ready", f"/v2/models/{name}/versions/{version}/config",
+        f"/{name}", f"/v1/models/tiny-lstm?version={version}"]))
+    method = draw(st.sampled_from(["POST", "GET"]) if draw(st.booleans()) else st.just(
+        "POST" if path in HTTP_POST or path.endswith("/infer") else "GET"))
+    fields = st.dictionaries(st.sampled_from(HTTP_FIELDS), FIELD_VALUES, max_size=6)
+    generate = generate_requests().map(lambda r: json_format.MessageToDict(r, preserving_proto_field_name=True))
+    body = draw(fields | generate.map(lambda d: {**d, "stream": True}) | JSON_VALUES | st.binary(max_size=64))
+    return method, path, body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -33,6 +33,7 @@ class Running:
         self.server: Server
         self.server, self.port = self.call(create_server(settings), timeout=120)
         self.channel = grpc.insecure_channel(f"localhost:{self.port}")
+        self.http = f"http://localhost:{self.server.http_port}"  # base URL of the HTTP API (http_port -1: none)
         self.stub = pb_grpc.InferenceStub(self.channel)
 
     def call(self, coro, timeout: float = 30):
@@ -43,12 +44,10 @@ class Running:
             return r.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample from a fresh scrape of /metrics (0 when absent)."""
-        for family in text_string_to_metric_families(self.metrics_text()):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return s.value
-        return 0.0
+        """The sum of a metric's samples with these labels, from a fresh scrape of /metrics (0 when absent):
+        rnnserve_requests_total{method, code} counts both protocols unless `protocol` is given."""
+        return sum(s.value for family in text_string_to_metric_families(self.metrics_text()) for s in family.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
         end = time.monotonic() + timeout
@@ -67,8 +66,8 @@ class Running:
 
 
 def settings(model_repo, **overrides) -> Settings:
-    return Settings(host="localhost", port=0, metrics_host="localhost", metrics_port=0, model_dir=str(model_repo),
-                    intra_op_threads=1, **overrides)
+    return Settings(**{"host": "localhost", "port": 0, "metrics_host": "localhost", "metrics_port": 0, "http_host": "localhost",
+                       "http_port": 0, "model_dir": str(model_repo), "intra_op_threads": 1, **overrides})
 
 
 @contextmanager

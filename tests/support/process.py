@@ -25,11 +25,13 @@ class Process:
     def __init__(self, model_repo: Path, *flags: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVE_WITHOUT_TORCH, "--model-dir", str(model_repo), "--host", "localhost",
-             "--port", "0", "--metrics-port", "-1", "--intra-op-threads", "1", *flags],
+             "--port", "0", "--metrics-port", "-1", "--http-host", "localhost", "--http-port", "0",
+             "--intra-op-threads", "1", *flags],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(x) for x in self.proc.stderr], daemon=True).start()
-        self.port = int(self.wait_for(r"on port (\d+)").group(1))
+        ports = self.wait_for(r"on port (\d+), HTTP on port (-?\d+)")
+        self.port, self.http = int(ports.group(1)), f"http://localhost:{ports.group(2)}"
         self.channel = grpc.insecure_channel(f"localhost:{self.port}")
         self.stub = pb_grpc.InferenceStub(self.channel)
 

@@ -239,7 +239,8 @@ def test_token_comparison_accepts_exactly_the_listed_tokens():
 @pytest.mark.process
 def test_the_server_process_refuses_to_start_with_a_missing_key_file(model_repo, pki):
     r = subprocess.run([sys.executable, "-m", "service", "--model-dir", str(model_repo), "--port", "0",
-                        "--metrics-port", "-1", "--tls-cert-file", pki.cert, "--tls-key-file", str(pki.root / "nope.key")],
+                        "--metrics-port", "-1", "--http-port", "-1",
+                        "--tls-cert-file", pki.cert, "--tls-key-file", str(pki.root / "nope.key")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert f"error: setting tls_key_file: cannot read '{pki.root / 'nope.key'}'" in r.stderr

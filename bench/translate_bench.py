@@ -74,7 +74,8 @@ def inprocess(model: Model, texts: list[str], B: int) -> dict:
     runs = [greedy_inprocess(model, texts[i : i + B]) for i in range(0, len(texts), B)]
     seconds, tokens = sum(r["seconds"] for r in runs), sum(r["tokens"] for r in runs)
     return {"tokens_per_s": tokens / seconds, "sentences_per_s": len(texts) / seconds,
-            "step_median_s": statistics.median(r["step_median_s"] for r in runs)}
+            "step_median_s": statistics.median(r["step_median_s"] for r in runs),
+            "step_p99_s": statistics.median(r["step_p99_s"] for r in runs)}
 
 
 async def translate(stub: pb_grpc.InferenceStub, model: str, text: str) -> tuple[int, float]:
@@ -153,6 +154,7 @@ def measure(srv: ServerProcess, model: Model, r: dict, texts: list[str], repeats
     r["inproc_b64_tokens_per_s"] = statistics.median(b["tokens_per_s"] for b, *_ in many)
     r["inproc_b64_sentences_per_s"] = statistics.median(b["sentences_per_s"] for b, *_ in many)
     r["inproc_b64_step_ms"] = statistics.median(b["step_median_s"] for b, *_ in many) * 1e3
+    r["inproc_b64_step_p99_ms"] = statistics.median(b["step_p99_s"] for b, *_ in many) * 1e3
     r["many_tokens_per_s"] = statistics.median(x["tokens_per_s"] for _, x, *_ in many)
     r["many_vs_inproc"] = statistics.median(x["tokens_per_s"] / b["tokens_per_s"] for b, x, *_ in many)
     r["inter_token_p50_ms"] = statistics.median(p50 for *_, p50, _ in many) * 1e3
@@ -169,6 +171,8 @@ def report(r: dict) -> None:
          "(report)", None),
         ("64 concurrent / in-process batch-64 loop, tokens/s", r["many_vs_inproc"], ">=", 0.75),
         ("p99 inter-token at 64 / in-process batch-64 step", r["p99_vs_step"], "<=", 2.0),
+        ("  noise floor: in-process batch-64 step, p99 / median", r["inproc_b64_step_p99_ms"] / r["inproc_b64_step_ms"],
+         "(report)", None),
         ("TranslateBatch of 64 / in-process batch-64, sentences/s", r["batch_sentences_per_s"] / r["inproc_b64_sentences_per_s"],
          "(report)", None),
         ("step cost, last tenth / first tenth of the positions", r["position_last_tenth_us"] / r["position_first_tenth_us"],

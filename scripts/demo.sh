@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT=${RNNSERVE_DEMO_PORT:-50051}
+unset RNNSERVE_DEMO_PORT  # the server refuses RNNSERVE_* variables that are not its settings
 TARGET="localhost:$PORT"
 
 "$PY" -m service --model-dir models --port "$PORT" --metrics-port 0 --http-port 0 &

@@ -45,7 +45,8 @@ class Settings:
     deliver_ms: float = 1.0  # while streams run, the event loop collects their text this often
 
     # Translate: decoded with continuous batching like Generate (max_streams rows, max_queue requests waiting,
-    # prefill_batch sources per encoder call, the flush defaults above)
+    # the flush defaults above)
+    encode_batch: int = 4  # sources read in one encoder call, so that a step which reads sources stays about a step long
     max_source_bytes: int = 2048  # longest text to translate, in UTF-8 bytes...
     max_source_tokens: int = 200  # ...and in the model's source tokens
     max_beam_size: int = 8  # largest beam_size (and at most max_streams: each hypothesis holds one of those rows)

@@ -1,7 +1,7 @@
 """Continuous batching of encoder–decoder requests (translations): one decoder call per step for every request's rows.
 
 Each iteration of the decode thread (service/engine/loop.py): admit waiting requests while rows are free,
-read the sources of up to prefill_batch joiners in one encoder call, then one decoder step for every row.
+read the sources of up to encode_batch joiners in one encoder call, then one decoder step for every row.
 A greedy request is one row; a beam search of size K is K rows that share its memory. Requests join at
 the next step and leave the step they finish or are cancelled. The memories of the batch are padded to
 the longest source and masked, so a step costs the same at every output position: the state is carried,
@@ -38,7 +38,7 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
         super().__init__(name, version, settings, loop, metrics)
         self.m = metrics
         self.encoder, self.decoder, self.text = encoder, decoder, text
-        self.encode_batch = settings.prefill_batch
+        self.encode_batch = settings.encode_batch
         self.hist = np.zeros((self.max_streams, max_tokens), np.int64)  # greedy tokens, per slot and step
         self.rows = Rows(self.max_streams)
         self.joining: list[Seq2SeqStream] = []  # admitted, source not read yet
@@ -89,7 +89,12 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
 
     # ---- decode thread: the work
     def _encode(self) -> None:
-        """One encoder call reads the sources of up to prefill_batch joiners; they join the batch at the next step."""
+        """One encoder call reads the sources of up to encode_batch joiners; they join the batch at the next step.
+
+        Few at a time: the decoder step that follows waits for the call, and every request in the batch with
+        it. The encoder's time grows faster than its batch here: 4.7 ms for 4 sources of 25 tokens, 48 ms for
+        16, against 17.6 ms for a decoder step of 64 rows (the bundled translator, one thread, a loaded machine).
+        """
         group, self.joining = self.joining[: self.encode_batch], self.joining[self.encode_batch :]
         t0 = time.perf_counter()
         memories = self.encoder.encode([s.params.source for s in group])

@@ -19,10 +19,11 @@ WORD_START = "\u2581"  # how SentencePiece-style subwords mark the start of a wo
 
 def labels(tokens: Sequence[str]) -> list[str]:
     """Tokens as a reader wants them: with subwords that mark word starts, the mark dropped and the pieces that
-    continue a word prefixed with "·"; other tokens as they are."""
+    continue a word prefixed with "·"; special tokens ("</s>") and word-level tokens as they are."""
     if not any(t.startswith(WORD_START) for t in tokens):
         return list(tokens)
-    return [t[1:] if t.startswith(WORD_START) else "·" + t for t in tokens]
+    return [t[1:] if t.startswith(WORD_START) else t if t.startswith("<") and t.endswith(">") else "·" + t
+            for t in tokens]
 
 
 def _check(source: Sequence[str], target: Sequence[str], weights: Sequence[float]) -> None:

@@ -17,7 +17,7 @@ def client(server) -> openai.OpenAI:
 
 
 def test_models_are_listed(client):
-    assert [m.id for m in client.models.list()] == ["tiny-gru", "tiny-lstm", "tiny-sentiment"]
+    assert [m.id for m in client.models.list()] == ["tiny-gru", "tiny-lstm", "tiny-sentiment", "tiny-translator"]
     assert client.models.retrieve("tiny-lstm").owned_by == "rnnserve"
 
 

@@ -103,7 +103,7 @@ class Stepper:
     """Steps an engine on the test's own event loop: run_once (the decode thread's work), then deliver."""
 
     def __init__(self, model: TableModel, **settings) -> None:
-        s = Settings(**{"max_streams": 16, "max_queue": 16, "prefill_batch": 4, **settings})
+        s = Settings(**{"max_streams": 16, "max_queue": 16, "encode_batch": 2, **settings})
         metrics = Seq2SeqMetrics.bind("unit", 1, "translator", "Translate")
         self.engine = Seq2SeqEngine("unit", 1, metrics, model, model, Text(), 64, s, asyncio.get_running_loop())
         self.chunks: dict[Seq2SeqStream, list[Chunk[Seq2SeqFinished]]] = {}

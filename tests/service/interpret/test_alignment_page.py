@@ -24,7 +24,7 @@ def _translate(port: int, *args: str) -> None:
 
 
 def test_labels_drop_the_word_start_mark_and_flag_word_pieces():
-    assert alignpage.labels(["▁Ein", "▁Ma", "nn", "."]) == ["Ein", "Ma", "·nn", "·."]
+    assert alignpage.labels(["▁Ein", "▁Ma", "nn", ".", "</s>"]) == ["Ein", "Ma", "·nn", "·.", "</s>"]
     assert alignpage.labels(["A", "man", "."]) == ["A", "man", "."]  # word-level tokens stay as they are
 
 

@@ -63,7 +63,8 @@ def pad_sources(seqs: Sequence[np.ndarray], pad: int) -> tuple[np.ndarray, np.nd
     return src, lengths
 
 
-def _encode(stepper: Stepper, seqs: Sequence[np.ndarray], pad: int):
+def _encode(stepper: Stepper, seqs: Sequence[np.ndarray], pad: int) -> tuple[np.ndarray, ...]:
+    """lengths (B,), memory, keys, h0 and the source mask (B, S) of a padded batch of sources."""
     src, lengths = pad_sources(seqs, pad)
     memory, keys, h = stepper.encode(src, lengths)
     mask = np.arange(src.shape[1])[None, :] < lengths[:, None]  # (B, S)

@@ -25,6 +25,7 @@ SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0..3 in every vocabulary
 
 def learn(lines: Sequence[str], level: str, vocab_size: int, min_freq: int) -> Tokenizer:
     """A tokenizer learned on `lines`; the four specials take ids 0-3."""
+    trainer: trainers.Trainer
     if level == "bpe":
         tok = Tokenizer(models.BPE(unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.Metaspace()

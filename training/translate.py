@@ -31,9 +31,9 @@ class TorchStepper:
     @torch.no_grad()
     def step(self, prev: np.ndarray, h: np.ndarray, memory: np.ndarray, keys: np.ndarray,
              mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        logits, h, attn = self.model.decode(torch.from_numpy(prev).unsqueeze(1), torch.from_numpy(h),
-                                            torch.from_numpy(memory), torch.from_numpy(keys), torch.from_numpy(mask))
-        return logits.squeeze(1).numpy(), h.numpy(), attn.squeeze(1).numpy()
+        logits, new_h, attn = self.model.decode(torch.from_numpy(prev).unsqueeze(1), torch.from_numpy(h),
+                                                torch.from_numpy(memory), torch.from_numpy(keys), torch.from_numpy(mask))
+        return logits.squeeze(1).numpy(), new_h.numpy(), attn.squeeze(1).numpy()
 
 
 def translate(model: Seq2Seq, tok: TokenizerPair, sources: Sequence[str], rule: LengthRule, beam_size: int = 1,

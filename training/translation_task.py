@@ -14,7 +14,7 @@ from training.config import TrainConfig
 from training.data import pad_batch
 from training.parallel import pair_info, read_pairs, token_batches
 from training.search import LengthRule
-from training.seq2seq import Seq2Seq
+from training.seq2seq import Seq2Seq, Seq2SeqConfig
 from training.subword import TokenizerPair, learn
 from training.translate import SPECIAL_IDS, bleu, shift_right, teacher_forced_loss, translate
 
@@ -40,7 +40,9 @@ class TranslationTask:
         self.tgt_lens = np.array([len(t) for t in self.tgt])
         self.derived = {"src_vocab": self.tok.source.get_vocab_size(), "tgt_vocab": self.tok.target.get_vocab_size(),
                         "pad_id": SPECIAL_IDS.pad}
-        self.model = Seq2Seq(cfg.model_config(**self.derived))
+        model_cfg = cfg.model_config(**self.derived)
+        assert isinstance(model_cfg, Seq2SeqConfig)  # the task is "translation"
+        self.model = Seq2Seq(model_cfg)
         self.rule = LengthRule(cfg.decode.max_len_a, cfg.decode.max_len_b)
         self.data_info = {"train": pair_info(d.path, d.source, d.target), "val": pair_info(d.val_path, d.source, d.target)}
         if d.test_path:

@@ -51,5 +51,5 @@ def test_tokens_pass_through_nginx_and_health_stays_open(replicas, tokens, tmp_p
                 replies = list(stub.Generate(pb.GenerateRequest(model=MODEL, prompt="A", max_tokens=40, seed=1),
                                              timeout=60, metadata=authorized))
                 assert len("".join(r.text for r in replies)) == replies[-1].finished.usage.generated_chars == 40
-            served = {p.parent.name for p in model_repo.glob("*/*/meta.json")}
+            served = {p.parent.parent.name for p in model_repo.glob("*/*/meta.json")}
             assert {m.name for m in stub.ListModels(pb.ListModelsRequest(), timeout=30, metadata=authorized).models} == served

@@ -66,6 +66,7 @@ class Run:
     model: CharLM
     losses: np.ndarray  # training loss of each step (nats/char)
     grad_norms: np.ndarray  # global gradient norm of each step, before any clipping
+    head_norms: np.ndarray  # the output layer's part of it: the one gradient that does not pass back through time
     clipped: int  # steps on which the clip changed the gradient
     val_loss: float  # on the first val_chars characters of the validation split
 
@@ -84,7 +85,7 @@ def short_run(name: str, cfg: TrainConfig, corpus: CharCorpus, steps: int, clip:
     params = list(model.parameters())
     opt = make_optimizer(cfg.optim, model)
     batches = BPTTBatches(corpus.train, cfg.batch_size, cfg.seq_len, source=cfg.data.path)
-    losses, norms, clipped = np.empty(steps), np.empty(steps), 0
+    losses, norms, head_norms, clipped = np.empty(steps), np.empty(steps), np.empty(steps), 0
     model.train()
     state = model.init_state(cfg.batch_size)
     for step in range(steps):
@@ -98,6 +99,7 @@ def short_run(name: str, cfg: TrainConfig, corpus: CharCorpus, steps: int, clip:
         state = [s.detach() for s in state]  # truncated BPTT: gradients stop at the window edge
         loss = F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten())
         loss.backward()
+        head_norms[step] = torch.cat([p.grad.flatten() for p in model.head.parameters()]).norm().item()
         norms[step], changed = clip_(params, clip, cfg.optim.grad_clip, value_limit(cfg.seq_len))
         clipped += changed
         losses[step] = loss.item()
@@ -105,4 +107,4 @@ def short_run(name: str, cfg: TrainConfig, corpus: CharCorpus, steps: int, clip:
         opt.zero_grad(set_to_none=True)
     model.eval()
     val = evaluate_lm(model, corpus.val[:val_chars], batch_size=16)["loss"]
-    return Run(name, model, losses, norms, clipped, val)
+    return Run(name, model, losses, norms, head_norms, clipped, val)

@@ -3,27 +3,52 @@ PY      := .venv/bin/python
 VENV    := .venv/.installed
 DATA    := ../shared/data
 
-.PHONY: all test lint run serve bench-serve demo proto models clean wheels images deploy-tools chromium cells
+.PHONY: all check lint typecheck unit test system-packages data run serve bench-serve demo proto models clean wheels \
+	images cells
 
 all: test
 
-$(VENV): requirements/serve.txt requirements/train.txt requirements/dev.txt requirements/deploy.txt
+# The package, editable, with every extra: the versions come from requirements/*.txt (pyproject.toml reads them).
+$(VENV): pyproject.toml requirements/serve.txt requirements/train.txt requirements/tools.txt requirements/deploy.txt
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -q -r requirements/dev.txt
+	.venv/bin/pip install -q -e '.[train,dev]'
 	touch $@
 
 venv: $(VENV)
 
+# ---- the fast loop (CI runs it first): lint, types, and the tests that need no extra process, container or long run
+check: lint typecheck unit
+
 lint: $(VENV)
 	.venv/bin/ruff check .
 
-test: $(VENV) proto chromium deploy-tools
+# Which modules mypy checks, and which legacy ones it does not yet hold to its rules: [tool.mypy] in pyproject.toml.
+typecheck: $(VENV) proto
+	.venv/bin/mypy
+
+unit: $(VENV) proto
+	$(PY) -m pytest -q -m "not slow and not process and not container"
+
+# ---- the whole suite (the README's test command; CI runs it after `make check`)
+test: $(VENV) proto system-packages
 	$(PY) -m pytest -q
 
-# Debian's headless Chromium: the tests render the cell pages in it and check the screenshot's pixels.
-chromium:
-	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium)
+# Debian packages the full suite drives for real: Chromium renders the cell pages, nginx/Prometheus/podman run
+# the deploy tests. The one target that installs system packages; as root, and only what is missing.
+SYSTEM_TOOLS    := chromium nginx prometheus promtool podman podman-compose docker-compose debootstrap runc
+SYSTEM_PACKAGES := chromium nginx prometheus podman podman-compose docker-compose runc debootstrap
+system-packages:
+	@missing=$$(for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || printf '%s ' $$t; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing $$missing (not root: the tests that need them will skip)"; exit 0; fi; \
+	echo "installing Debian packages for: $$missing"; \
+	apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 \
+		$(SYSTEM_PACKAGES) >/dev/null
+
+# Where each recipe's data comes from ($(DATA), never copied in) and whether it is there.
+data:
+	python3 scripts/check_data.py
 
 # ---- serving: generated gRPC code (not committed), the server, a client, the benchmark
 PROTO_GEN := service/gen/.stamp
@@ -60,7 +85,7 @@ model-%: $(VENV)
 CODE_CORPUS := runs/data/python-stdlib.txt
 $(CODE_CORPUS): | $(VENV)
 	$(PY) -m training code-corpus $@
-model-python-lstm: $(CODE_CORPUS)
+model-python-lstm model-python-lstm-20min: $(CODE_CORPUS)
 
 # Interpretable cells of the bundled models (docs/cells.md): ranked tables, cells.json, pictures and pages in runs/cells/.
 cells: $(VENV) $(CODE_CORPUS)
@@ -83,7 +108,7 @@ $(WHEELS)/serve/.stamp: requirements/serve.txt | $(VENV)
 
 $(WHEELS)/train/.stamp: requirements/serve.txt requirements/train.txt | $(VENV)
 	rm -rf $(WHEELS)/train
-	.venv/bin/pip download -q --only-binary=:all: -d $(WHEELS)/train -r requirements/train.txt pip
+	.venv/bin/pip download -q --only-binary=:all: -d $(WHEELS)/train -r requirements/serve.txt -r requirements/train.txt pip
 	touch $@
 
 # Service and training images with podman (docker build takes the same arguments);
@@ -92,15 +117,5 @@ images: wheels
 	$(PODMAN) build -f deploy/rnnserve.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t localhost/rnnserve:latest .
 	$(PODMAN) build -f deploy/train.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t localhost/rnnserve-train:latest .
 
-# System tools of the deploy tests (tests/deploy/), from Debian's packages; skipped when all are there.
-DEPLOY_TOOLS := nginx prometheus promtool podman podman-compose docker-compose debootstrap runc
-deploy-tools:
-	@missing=$$(for t in $(DEPLOY_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then echo "missing $$missing (not root: the deploy tests will skip)"; exit 0; fi; \
-	echo "installing $$missing"; \
-	apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 \
-		nginx prometheus podman podman-compose docker-compose runc debootstrap >/dev/null
-
 clean:
-	rm -rf .venv runs .pytest_cache .ruff_cache service/gen $(WHEELS)
+	rm -rf .venv runs .pytest_cache .ruff_cache .mypy_cache service/gen $(WHEELS)

@@ -62,11 +62,14 @@ def wait_serving(target: str, timeout: float, proc: subprocess.Popen | None = No
         time.sleep(0.1)
 
 
-def nginx_config(source: Path, out_dir: Path, upstreams: list[str], grpc_port: int, status_port: int) -> Path:
+def nginx_config(source: Path, out_dir: Path, upstreams: list[str], grpc_port: int, status_port: int,
+                 http_upstreams: list[str], http_port: int) -> Path:
     """The deploy config with only its addresses and file locations changed; each change must apply exactly once."""
     text = source.read_text()
     changes = [
         (r"server rnnserve:50051 ([^;]*);", "\n        ".join(rf"server {u} \1;" for u in upstreams)),
+        (r"server rnnserve:8000 ([^;]*);", "\n        ".join(rf"server {u} \1;" for u in http_upstreams)),
+        (r"listen 8000;", f"listen 127.0.0.1:{http_port};"),
         (r"listen 8080 http2;", f"listen 127.0.0.1:{grpc_port} http2;"),
         (r"listen 8081;", f"listen 127.0.0.1:{status_port};"),
         (r"pid /tmp/nginx.pid;", f"pid {out_dir}/nginx.pid;"),
@@ -185,14 +188,15 @@ def run(target: str, kill: subprocess.Popen, lm: str, classifier: str, streams: 
     return load.done, t_kill
 
 
-def start_replica(model_dir: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port, metrics_port = free_port(), free_port()
+def start_replica(model_dir: str, log: Path) -> tuple[subprocess.Popen, str, str]:
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
     env.update(RNNSERVE_MODEL_DIR=model_dir, RNNSERVE_HOST="127.0.0.1", RNNSERVE_PORT=str(port),
-               RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(metrics_port), RNNSERVE_GRACE_S="5")
+               RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(metrics_port), RNNSERVE_GRACE_S="5",
+               RNNSERVE_HTTP_HOST="127.0.0.1", RNNSERVE_HTTP_PORT=str(http_port))
     proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
-    return proc, f"127.0.0.1:{port}"
+    return proc, f"127.0.0.1:{port}", f"127.0.0.1:{http_port}"
 
 
 def main() -> None:
@@ -213,10 +217,11 @@ def main() -> None:
         replicas = [start_replica(args.model_dir, tmp / f"rnnserve-{i}.log") for i in range(2)]
         nginx = None
         try:
-            for proc, target in replicas:
+            for proc, target, _ in replicas:
                 wait_serving(target, 120, proc)
             grpc_port, status_port = free_port(), free_port()
-            conf = nginx_config(args.nginx_conf, tmp, [t for _, t in replicas], grpc_port, status_port)
+            conf = nginx_config(args.nginx_conf, tmp, [t for _, t, _ in replicas], grpc_port, status_port,
+                                [h for _, _, h in replicas], free_port())
             nginx = subprocess.Popen(["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
                                       "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             target = f"127.0.0.1:{grpc_port}"
@@ -227,7 +232,7 @@ def main() -> None:
             if nginx is not None:
                 nginx.terminate()
                 nginx.wait(15)
-            for proc, _ in replicas:
+            for proc, _, _ in replicas:
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait(30)

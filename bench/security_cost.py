@@ -63,7 +63,8 @@ class Files:
 def measure(files: Files, config: str, a: argparse.Namespace) -> tuple[float, float]:
     """(p50 GetModel latency in ms, Generate characters/s) against a fresh server with this configuration."""
     proc = subprocess.Popen([sys.executable, "-m", "service", "--model-dir", a.model_dir, "--host", "localhost",
-                             "--port", "0", "--metrics-port", "-1", "--intra-op-threads", "1", *files.flags(config)],
+                             "--port", "0", "--metrics-port", "-1",
+                             "--http-port", "-1", "--intra-op-threads", "1", *files.flags(config)],
                             stderr=subprocess.PIPE, text=True)
     try:
         port = None

@@ -40,11 +40,12 @@ class ServerProcess:
 
     def __init__(self, model_dir: str, *flags: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "service", "--model-dir", model_dir, "--host", "localhost",
-                                      "--port", "0", "--metrics-host", "localhost", "--metrics-port", "0", *flags],
+                                      "--port", "0", "--metrics-host", "localhost", "--metrics-port", "0",
+                                      "--http-host", "localhost", "--http-port", "-1", *flags],
                                      cwd=ROOT, stderr=subprocess.PIPE, text=True)
         for line in self.proc.stderr:
-            if m := re.search(r"on port (\d+), metrics on port (\d+)", line):
-                self.port, self.metrics_port = int(m.group(1)), int(m.group(2))
+            if m := re.search(r"on port (\d+), HTTP on port (-?\d+), metrics on port (\d+)", line):
+                self.port, self.http_port, self.metrics_port = int(m.group(1)), int(m.group(2)), int(m.group(3))
                 break
         else:
             raise RuntimeError(f"server did not start (exit {self.proc.wait()})")

@@ -32,7 +32,7 @@ ENV PATH=/opt/rnnserve/bin:$PATH \
     RNNSERVE_MODEL_DIR=/models
 WORKDIR /app
 USER 10001:10001
-EXPOSE 50051 9090
+EXPOSE 50051 8000 9090
 # The standard gRPC health protocol (grpc.health.v1), overall status: NOT_SERVING while draining on SIGTERM.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["python", "/app/grpc_health_probe.py"]
 STOPSIGNAL SIGTERM

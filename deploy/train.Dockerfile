@@ -1,4 +1,5 @@
-# The training image: torch (CPU) + the training code; trains a recipe and exports it into /models.
+# The training image: torch (CPU), the training code and the artifact contract (no server); trains a recipe and exports
+# it into /models.
 #   make wheels && podman build --format docker -f deploy/train.Dockerfile -t rnnserve-train .
 #   podman run --rm -v $PWD/models:/models -v $PWD/../shared/data:/srv/shared/data:ro rnnserve-train tiny-lm
 # Packages come from deploy/wheels/train (made on the host by `make wheels`), bind-mounted into the one
@@ -13,9 +14,11 @@ RUN --mount=type=bind,source=deploy/wheels/train,target=/wheels \
     --mount=type=bind,source=requirements,target=/tmp/requirements \
     pip="/opt/rnnserve/bin/python $(echo /wheels/pip-*.whl)/pip install -q --no-index --find-links /wheels --no-cache-dir" \
  && python3 -m venv --without-pip /opt/rnnserve \
- && $pip -r /tmp/requirements/train.txt
+ && $pip -r /tmp/requirements/serve.txt -r /tmp/requirements/train.txt
 COPY training /srv/rnnserve/training
-COPY service /srv/rnnserve/service
+# Training imports nothing from service/ but the artifact contract (meta, tokenizers, sampling, graph reading): not the server.
+COPY service/__init__.py /srv/rnnserve/service/__init__.py
+COPY service/artifact /srv/rnnserve/service/artifact
 COPY recipes /srv/rnnserve/recipes
 COPY deploy/train.sh /srv/rnnserve/train.sh
 # Recipes name their data as ../shared/data/...: mount the data directory at /srv/shared/data.

@@ -6,7 +6,7 @@ PY=.venv/bin/python
 PORT=${RNNSERVE_DEMO_PORT:-50051}
 TARGET="localhost:$PORT"
 
-"$PY" -m service --model-dir models --port "$PORT" --metrics-port 0 &
+"$PY" -m service --model-dir models --port "$PORT" --metrics-port 0 --http-port 0 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 

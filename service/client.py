@@ -9,13 +9,15 @@ import sys
 
 import grpc
 
+from service.cli_text import TextError, checked, read_lines
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 
 
 def _generate(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
-    req = pb.GenerateRequest(model=a.model, version=a.version, prompt=a.prompt, max_tokens=a.max_tokens,
-                             temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, stop=a.stop,
+    stop = [checked(text, f"--stop {i}") for i, text in enumerate(a.stop, start=1)]
+    req = pb.GenerateRequest(model=a.model, version=a.version, prompt=checked(a.prompt, "the prompt"),
+                             max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, stop=stop,
                              flush_chars=a.flush_chars, flush_ms=a.flush_ms)
     if a.seed is not None:
         req.seed = a.seed
@@ -32,10 +34,16 @@ def _generate(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
 
 
 def _classify(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
-    reply = stub.Classify(pb.ClassifyRequest(model=a.model, version=a.version, texts=a.texts), **a.call)
-    for text, r in zip(a.texts, reply.results, strict=True):
-        probs = " ".join(f"{label}={p:.3f}" for label, p in zip(r.labels, r.probabilities, strict=True))
-        print(f"{r.label}\t{probs}\t{text}")
+    """Texts from the arguments, then from --file, sent --batch-size at a time (a request carries at most 64 by default)."""
+    texts = [checked(t, f"text {i}") for i, t in enumerate(a.texts, start=1)] + (read_lines(a.file) if a.file else [])
+    if not texts:
+        sys.exit("error: give texts to classify, or --file FILE (- for standard input)")
+    for start in range(0, len(texts), a.batch_size):
+        batch = texts[start : start + a.batch_size]
+        reply = stub.Classify(pb.ClassifyRequest(model=a.model, version=a.version, texts=batch), **a.call)
+        for text, r in zip(batch, reply.results, strict=True):
+            probs = " ".join(f"{label}={p:.3f}" for label, p in zip(r.labels, r.probabilities, strict=True))
+            print(f"{r.label}\t{probs}\t{text}")
 
 
 def _models(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
@@ -74,7 +82,7 @@ def _units(specs: list[str]) -> list[tuple[int, int]]:
 def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
     from service.interpret.cellpage import Series, render, value_range
 
-    text = open(a.file, encoding="utf-8").read() if a.file else a.text
+    text = open(a.file, encoding="utf-8").read() if a.file else checked(a.text, "the text")
     if not text:
         sys.exit("error: give the text to trace, or --file")
     pairs = _units(a.unit)
@@ -102,6 +110,12 @@ def _trace(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
 
 
 TOKEN_ENV = "RNNSERVE_CLIENT_TOKEN"
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def _read(path: str) -> bytes:
@@ -158,8 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     g.add_argument("--flush-chars", type=int, default=0, help="0 = server default")
     g.add_argument("--flush-ms", type=int, default=0, help="0 = server default")
-    c = sub.add_parser("classify", help="label one or more texts")
-    c.add_argument("texts", nargs="+")
+    c = sub.add_parser("classify", help="label texts given as arguments or one per line in --file")
+    c.add_argument("texts", nargs="*")
+    c.add_argument("--file", help="read texts from this file, one per line ('-': standard input)")
+    c.add_argument("--batch-size", type=_positive, default=64, help="texts per request (the server's limit, 64 by default)")
     c.add_argument("--model", required=True)
     c.add_argument("--version", type=int, default=0)
     m = sub.add_parser("models", help="list loaded models (or describe one) as JSON lines")
@@ -185,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
             commands[a.cmd](stub, a)
         except grpc.RpcError as err:
             sys.exit(f"error: {err.code().name}: {err.details()}")
+        except TextError as err:
+            sys.exit(f"error: {err}")
         except KeyboardInterrupt:
             sys.exit(130)
 

@@ -71,7 +71,8 @@ class WeightedHistogram(Collector):
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
-REQUESTS = Counter("rnnserve_requests_total", "RPCs by method and final status code.", ["method", "code"])
+REQUESTS = Counter("rnnserve_requests_total", "Requests by method, final status code and protocol (grpc, http).",
+                   ["method", "code", "protocol"])
 REQUEST_SECONDS = Histogram("rnnserve_request_duration_seconds", "End-to-end RPC latency, by method.", ["method"],
                             buckets=SECONDS)
 TIME_TO_FIRST_CHAR = Histogram("rnnserve_time_to_first_char_seconds",
@@ -110,14 +111,15 @@ def set_models(models: Iterable[tuple[str, int, str, str]]) -> None:
         MODEL_INFO.labels(name, str(version), kind, cell).set(1)
 
 
-def observe_request(method: str, code: str, seconds: float) -> None:
-    REQUESTS.labels(method, code).inc()
+def observe_request(method: str, code: str, seconds: float, protocol: str = "grpc") -> None:
+    """One finished request; the latency histogram is shared by the protocols (the same work behind them)."""
+    REQUESTS.labels(method, code, protocol).inc()
     REQUEST_SECONDS.labels(method).observe(seconds)
 
 
-def count_refused(method: str, code: str) -> None:
+def count_refused(method: str, code: str, protocol: str = "grpc") -> None:
     """A call refused before its handler ran (e.g. UNAUTHENTICATED): counted, but kept out of the latency histogram."""
-    REQUESTS.labels(method, code).inc()
+    REQUESTS.labels(method, code, protocol).inc()
 
 
 @dataclass(frozen=True)

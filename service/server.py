@@ -14,6 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from service import metrics
 from service.api import security
 from service.api.admin import AdminServicer
+from service.api.http.app import create_app
+from service.api.http.serve import HttpServer
 from service.api.native import InferenceServicer
 from service.api.undecodable import RefuseUndecodable
 from service.api.v2 import GRPCInferenceServicer
@@ -62,19 +64,25 @@ class Server:
         self.reloader = Reloader(settings.model_dir, self.host, self._publish, settings.intra_op_threads,
                                  settings.inter_op_threads)
         self.health = health.aio.HealthServicer()
+        auth = security.interceptors(settings)
         self.grpc = grpc.aio.server(
-            interceptors=[*security.interceptors(settings), RefuseUndecodable()],
+            interceptors=[*auth, RefuseUndecodable()],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                      ("grpc.max_send_message_length", settings.max_send_message_bytes), *_keepalive(settings.keepalive_s)])
-        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(self.host), self.grpc)
-        v2_grpc.add_GRPCInferenceServiceServicer_to_server(GRPCInferenceServicer(self.host), self.grpc)
+        native, v2_servicer = InferenceServicer(self.host), GRPCInferenceServicer(self.host)
+        pb_grpc.add_InferenceServicer_to_server(native, self.grpc)
+        v2_grpc.add_GRPCInferenceServiceServicer_to_server(v2_servicer, self.grpc)
         pb_grpc.add_AdminServicer_to_server(AdminServicer(self.host, self.reloader), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, V2_SERVICE_NAME, ADMIN_SERVICE_NAME,
                                              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME), self.grpc)
         self.port = security.bind(self.grpc, settings)
+        self.http, self.http_port = None, -1  # REST, server-sent events and the playground, over the same servicers
+        if settings.http_port >= 0:
+            self.http = HttpServer(create_app(native, v2_servicer, settings, next(iter(auth), None)), settings)
+            self.http_port = self.http.port
         self.metrics_httpd, self.metrics_port = None, -1
         if settings.metrics_port >= 0:
             self.metrics_httpd, self.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
@@ -93,12 +101,14 @@ class Server:
 
     async def start(self) -> None:
         await self.grpc.start()
+        if self.http is not None:
+            await self.http.start()
         await self._publish()
         await self.health.set(SERVICE_NAME, SERVING)
         if self.settings.poll_s > 0:
             self.poller = asyncio.get_running_loop().create_task(self.reloader.poll(self.settings.poll_s))
-        log.info("serving %d model version(s) on port %d, metrics on port %d", len(self.host.repo.all()), self.port,
-                 self.metrics_port)
+        log.info("serving %d model version(s) on port %d, HTTP on port %d, metrics on port %d",
+                 len(self.host.repo.all()), self.port, self.http_port, self.metrics_port)
 
     def open_requests(self) -> int:
         """Requests still running on any engine, retiring ones included: shutdown lets them finish."""
@@ -117,7 +127,8 @@ class Server:
         deadline = time.monotonic() + grace_s
         while self.open_requests() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self.grpc.stop(max(STOP_FLOOR_S, min(1.0, deadline - time.monotonic())))
+        last_s = max(STOP_FLOOR_S, min(1.0, deadline - time.monotonic()))
+        await asyncio.gather(self.grpc.stop(last_s), self.http.stop(last_s) if self.http is not None else asyncio.sleep(0))
         async with self.reloader.lock:  # a reload in progress finishes its swap first
             await self.host.close()
             await self.reloader.close()

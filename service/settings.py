@@ -17,6 +17,9 @@ class Settings:
     port: int = 50051  # gRPC port; 0 picks a free one
     metrics_host: str = "0.0.0.0"  # HTTP /metrics listen address
     metrics_port: int = 9090  # HTTP /metrics; 0 picks a free one, -1 disables it
+    http_host: str = "[::]"  # HTTP listen address (REST, server-sent events, OpenAI completions, the playground)
+    http_port: int = 8000  # HTTP port; 0 picks a free one, -1 turns HTTP off
+    http_cors_origins: str = ""  # browser origins allowed to call the HTTP API, comma-separated ("*": any); none by default
     model_dir: str = "models"  # repository: <model_dir>/<name>/<version>/{model.onnx, tokenizer.json, meta.json}
     poll_s: float = 0.0  # reload the repository this often (seconds); 0: only at start and on Admin.ReloadModels
 
@@ -43,6 +46,8 @@ class Settings:
     # Trace: activations of chosen units, character by character
     max_trace_chars: int = 4096  # longest text a Trace request may read
     max_trace_units: int = 1024  # (layer, unit) columns per Trace request
+    max_trace_work: int = 1 << 20  # characters x columns per Trace request (its reply: ~20 bytes each)
+    max_traces: int = 4  # Trace calls computing at once; beyond this, RESOURCE_EXHAUSTED at once
 
     # ONNX Runtime
     intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
@@ -56,7 +61,7 @@ class Settings:
     auth_token_file: str = ""  # accepted bearer tokens, one per line (two during a rotation); all but health need one
 
     # Limits that protect the process
-    max_receive_message_bytes: int = 4 << 20  # larger requests get RESOURCE_EXHAUSTED from grpc (64 x 8192-char texts fit)
+    max_receive_message_bytes: int = 4 << 20  # larger requests: RESOURCE_EXHAUSTED (gRPC), 413 (HTTP); 64 x 8192-char texts fit
     max_send_message_bytes: int = 4 << 20  # no reply comes near it (Trace messages are ~1 MiB)
     max_concurrent_rpcs: int = 1024  # RPCs in flight, health included; beyond it RESOURCE_EXHAUSTED at once
     max_request_s: float = 900.0  # time budget of any call: 100,000 chars at ~250 chars/s in a full batch take 400 s
@@ -68,7 +73,8 @@ class Settings:
     def __post_init__(self) -> None:
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
-                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "inter_op_threads",
+                    "classify_max_queue", "max_classify_texts", "max_trace_chars", "max_trace_units", "max_trace_work",
+                    "max_traces", "inter_op_threads",
                     "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "max_request_s",
                     "keepalive_s")
         for name in positive:
@@ -77,8 +83,9 @@ class Settings:
         for name in ("port", "max_queue", "max_stop", "intra_op_threads", "classify_max_delay_ms", "grace_s", "poll_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"setting {name} must be >= 0, got {getattr(self, name)}")
-        if self.metrics_port < -1:
-            raise ValueError(f"setting metrics_port must be >= -1, got {self.metrics_port}")
+        for name in ("metrics_port", "http_port"):
+            if getattr(self, name) < -1:
+                raise ValueError(f"setting {name} must be >= -1, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("setting default_max_tokens must not exceed max_tokens_limit")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

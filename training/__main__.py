@@ -32,37 +32,44 @@ def _floats(m: dict) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from service.artifact.corpus import read_sentences
-    from training.checkpoint import config_of, load_checkpoint, model_of
+    from service.artifact.corpus import read_sentences, read_text
     from training.data import CharCorpus
     from training.evaluate import evaluate_classifier, evaluate_lm
+    from training.open_model import open_model
 
     torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg = config_of(ckpt)
-    model, tok = model_of(ckpt)
-    if cfg.task == "char_lm":
+    opened = open_model(args.checkpoint, args.threads)
+    cfg, model, tok = opened.config, opened.model, opened.tokenizer
+    if cfg is None and not args.data:
+        raise ValueError(f"{args.checkpoint} does not record its training data: pass --data FILE")
+    if opened.kind == "char_lm":
         path = args.data or cfg.data.path
         if args.data:  # a separate test file: score all of it
-            from service.artifact.corpus import read_text
             ids = tok.encode(read_text(path))
         else:
             ids = CharCorpus.from_file(path, cfg.data.val_fraction, tokenizer=tok).val
         result = evaluate_lm(model, ids, batch_size=args.batch_size)
     else:
-        path = args.data or cfg.data.val_path
-        result = evaluate_classifier(model, tok, read_sentences(path, cfg.data.labels, cfg.data.format))
+        if cfg is None:
+            raise ValueError(f"{args.checkpoint} does not record its label set")
+        # Another file is read in its own format (--format, or detected); the recipe's format is for its own files.
+        path, fmt = (args.data, args.format or "auto") if args.data else (cfg.data.val_path, cfg.data.format)
+        result = evaluate_classifier(model, tok, read_sentences(path, cfg.data.labels, fmt))
         result["labels"] = list(cfg.data.labels.values())
-    print(json.dumps({"data": str(path), **_floats(result)}, indent=1))
+    print(json.dumps({"model": str(args.checkpoint), "source": opened.source, "data": str(path), **_floats(result)},
+                     indent=1))
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from training.checkpoint import load_checkpoint, model_of
+    from training.open_model import open_model
     from training.sample import generate
 
     torch.set_num_threads(args.threads)
-    model, tok = model_of(load_checkpoint(args.checkpoint))
-    text = generate(model, tok, args.prime, args.n, args.temperature, args.top_k, args.top_p, args.seed)
+    opened = open_model(args.checkpoint, args.threads)
+    if opened.kind != "char_lm":
+        raise ValueError(f"{args.checkpoint} is a {opened.kind}: sample needs a char_lm")
+    text = generate(opened.model, opened.tokenizer, args.prime, args.n, args.temperature, args.top_k, args.top_p,
+                    args.seed)
     print(args.prime + text)
 
 
@@ -86,6 +93,9 @@ def _gradients(args: argparse.Namespace) -> None:
     command(args.out, args.data, args.models, args.quick)
 
 
+MODEL_HELP = "a checkpoint (runs/NAME/last.pt) or a model directory (models/NAME/VERSION, run by ONNX Runtime)"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cells"]:  # interpretability needs no torch: the service's tools read the artifact
@@ -98,12 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("eval", help="loss/bpc (char LM) or accuracy/confusion (classifier)")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help=MODEL_HELP)
     e.add_argument("--data", help="another file to score (default: the validation split of training)")
+    e.add_argument("--format", choices=["tsv", "label_line"],
+                   help="--data's format for a classifier: GLUE TSV or '<label> <sentence>' lines (default: detected)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--threads", type=int, default=2)
-    s = sub.add_parser("sample", help="generate text from a char LM checkpoint")
-    s.add_argument("checkpoint")
+    s = sub.add_parser("sample", help="generate text from a char LM checkpoint or artifact")
+    s.add_argument("checkpoint", help=MODEL_HELP)
     s.add_argument("--prime", default="\n", help="text that primes the state")
     s.add_argument("-n", type=int, default=500, help="characters to generate")
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")

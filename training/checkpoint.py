@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import torch
 from service.artifact.tokenizer import Tokenizer
 from training.config import TrainConfig, _build
 from training.model import CharLM, Classifier
+
+CHECKPOINT_KEYS = {"config", "model", "model_derived", "tokenizer"}  # what model_of reads
 
 
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
@@ -23,11 +27,26 @@ def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """weights_only=True: a checkpoint is data, never code to run."""
+    """weights_only=True: a checkpoint is data, never code to run.
+
+    Any file that is not a checkpoint written by train() (an ONNX graph, a truncated save, a pickle of
+    other objects) is one ValueError naming the file, never torch's multi-line unpickling traceback.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a training checkpoint (not a file torch.save writes)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a training checkpoint (it holds objects other than tensors and plain data)") from None
+    except (RuntimeError, EOFError, ValueError, AttributeError, ImportError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a training checkpoint ({reason[:200]})") from None
+    if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
+        raise ValueError(f"{path}: not a training checkpoint (it holds no {', '.join(sorted(CHECKPOINT_KEYS))})")
+    return ckpt
 
 
 def config_of(ckpt: dict[str, Any]) -> TrainConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from training.model import CharLMConfig, ClassifierConfig
+from training.precision import PRECISIONS
 
 
 @dataclass
@@ -15,7 +16,7 @@ class DataConfig:
     path: str = ""  # corpus (char_lm) or labelled sentences (classifier)
     val_path: str = ""  # classifier validation file; char_lm validates on the last val_fraction
     val_fraction: float = 0.1  # char_lm: the last 10% of characters
-    format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" by suffix
+    format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" (from the first line)
     level: str = "char"  # tokenizer: "char" or "word"
     min_freq: int = 1  # words seen fewer times in training map to <unk>
     labels: dict[str, str] = field(default_factory=lambda: {"0": "negative", "1": "positive"})  # raw -> name, in class order
@@ -41,6 +42,7 @@ class TrainConfig:
     out_dir: str = "runs/model"  # checkpoints land here
     seed: int = 1337
     threads: int = 2  # torch intra-op threads, set explicitly
+    precision: str = "fp32"  # "bf16": forward under CPU autocast, fp32 weights (training/precision.py); needs AVX-512 BF16
     batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step
     seq_len: int = 64  # char_lm: BPTT window T
     max_steps: int = 2000
@@ -139,6 +141,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("batch_size", "seq_len", "max_steps", "threads", "eval_interval", "eval_batch_size"):
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key} must be positive")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     if cfg.time_budget_clock not in ("wall", "cpu"):
         raise ValueError(f"time_budget_clock must be 'wall' or 'cpu', got {cfg.time_budget_clock!r}")
     if cfg.time_budget_min < 0:

@@ -10,6 +10,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,12 @@ import torch
 
 import service.artifact as artifact
 from service.artifact import Meta
+from service.artifact.corpus import DataError
 from service.artifact.tokenizer import Tokenizer
+from training.baseline import baseline_of_run, margin
 from training.checkpoint import config_of, load_checkpoint, model_of
 from training.model import CharLM, Classifier
+from training.onnx_warnings import batch_warning_unless_it_fails
 
 OPSET = 17
 PARITY_TOL = 1e-4  # ONNX Runtime vs torch, max abs difference
@@ -164,19 +168,20 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, description: s
         raise FileExistsError(f"{out_dir} already holds a model; export to a new version directory")
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / artifact.MODEL_FILE
-        if isinstance(model, CharLM):
-            specs = _export_lm(model, onnx_path)
-            sess = _session(onnx_path)
-            checks = verify_lm(model, sess, specs)
-            feed = {artifact.TOKENS: np.zeros((1, 1), np.int64),
-                    **{s.input: np.zeros((s.n_layer, 1, s.hidden_size), np.float32) for s in specs}}
-            labels: list[str] = []
-        else:
-            specs = []
-            _export_classifier(model, onnx_path)
-            checks = verify_classifier(model, _session(onnx_path))
-            feed = {artifact.TOKENS: np.ones((1, 20), np.int64), artifact.LENGTHS: np.array([20])}
-            labels = list(cfg.data.labels.values())
+        with batch_warning_unless_it_fails():  # the checks inside run batch 1 and 3
+            if isinstance(model, CharLM):
+                specs = _export_lm(model, onnx_path)
+                sess = _session(onnx_path)
+                checks = verify_lm(model, sess, specs)
+                feed = {artifact.TOKENS: np.zeros((1, 1), np.int64),
+                        **{s.input: np.zeros((s.n_layer, 1, s.hidden_size), np.float32) for s in specs}}
+                labels: list[str] = []
+            else:
+                specs = []
+                _export_classifier(model, onnx_path)
+                checks = verify_classifier(model, _session(onnx_path))
+                feed = {artifact.TOKENS: np.ones((1, 20), np.int64), artifact.LENGTHS: np.array([20])}
+                labels = list(cfg.data.labels.values())
         onnx.checker.check_model(str(onnx_path))
         meta = Meta(
             kind=cfg.task,
@@ -187,7 +192,8 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, description: s
             training={"config": ckpt["config"], "step": ckpt["step"], "train_seconds": round(ckpt["elapsed_s"], 1),
                       "chars_or_examples_seen": ckpt.get("seen", 0)},
             data=ckpt["data"],
-            evaluation={**ckpt.get("metrics", {}), "export_checks": checks},
+            evaluation={**ckpt.get("metrics", {}), **(_against_baseline(ckpt, tok) if isinstance(model, CharLM) else {}),
+                        "export_checks": checks},
             versions=_versions(),
             runtime=best_threads(onnx_path, feed),
             description=description,
@@ -199,6 +205,20 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, description: s
         for name in (artifact.TOKENIZER_FILE, artifact.META_FILE, artifact.MODEL_FILE):
             shutil.move(str(Path(tmp) / name), out_dir / name)
     return meta
+
+
+def _against_baseline(ckpt: dict[str, Any], tok: Tokenizer) -> dict[str, Any]:
+    """A char LM's Kneser-Ney baseline on its own split and the model's margin over it (positive: the model is better).
+
+    Without the training corpus (moved, or changed since) the artifact is still written, without these figures.
+    """
+    try:
+        base = baseline_of_run(ckpt["config"], tok, ckpt["data"])
+    except DataError as err:
+        warnings.warn(str(err), stacklevel=3)
+        return {}
+    val_loss = ckpt.get("metrics", {}).get("val_loss")
+    return {"baseline": base, **({"margin_over_baseline": margin(val_loss, base)} if val_loss is not None else {})}
 
 
 def _sizes(model: CharLM | Classifier, tok: Tokenizer) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from service import artifact
+import service.artifact as artifact
 from service.artifact import Meta
 from service.artifact.corpus import read_text
 from service.artifact.tokenizer import Tokenizer

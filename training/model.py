@@ -18,6 +18,8 @@ class CharLMConfig:
     n_embd: int = 64  # character embedding; min-char-rnn uses one-hot (n_embd = vocab_size)
     hidden_size: int = 256
     dropout: float = 0.0  # between layers and before the head (Zaremba et al. 2014)
+    forget_bias: float = 0.0  # LSTM only: initial forget-gate bias; 1.0 lets memory persist from the first step
+    #   (Gers et al. 2000; Jozefowicz et al. 2015 found it closes most of the LSTM's gap to the GRU). 0 = torch's init
 
 
 class CharLM(nn.Module):
@@ -33,6 +35,8 @@ class CharLM(nn.Module):
             raise ValueError(f"model.cell must be one of {sorted(_RNNS)}, got {cfg.cell!r}")
         if cfg.vocab_size <= 0:
             raise ValueError("model.vocab_size must be set (it comes from the tokenizer)")
+        if cfg.forget_bias and cfg.cell != "lstm":
+            raise ValueError(f"model.forget_bias is for an lstm; a {cfg.cell} has no forget gate")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         extra = {"nonlinearity": "tanh"} if cfg.cell == "rnn" else {}
@@ -40,6 +44,16 @@ class CharLM(nn.Module):
                                    dropout=cfg.dropout if cfg.n_layer > 1 else 0.0, **extra)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        if cfg.forget_bias and cfg.cell == "lstm":
+            self._init_forget_bias(cfg.forget_bias)
+
+    @torch.no_grad()
+    def _init_forget_bias(self, value: float) -> None:
+        """Gates are stacked (input, forget, cell, output) in each 4H bias; the two biases add, so b_ih gets the value."""
+        H = self.cfg.hidden_size
+        for name, bias in self.rnn.named_parameters():
+            if name.startswith("bias_"):
+                bias[H : 2 * H] = value if name.startswith("bias_ih") else 0.0
 
     @property
     def n_state(self) -> int:

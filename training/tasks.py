@@ -17,6 +17,8 @@ from training.config import TrainConfig
 from training.data import BPTTBatches, CharCorpus, file_info, pad_batch
 from training.evaluate import encode_all, evaluate_classifier, evaluate_lm
 from training.model import CharLM, Classifier
+from training.precision import autocast
+from training.precision import check as check_precision
 from training.sample import generate
 
 
@@ -32,6 +34,7 @@ class LMTask:
         self.tok = self.corpus.tokenizer
         self.derived = {"vocab_size": self.tok.vocab_size}
         self.model = CharLM(cfg.model_config(**self.derived))
+        check_precision(self.model, cfg.precision, (torch.zeros(2, 2, dtype=torch.long), *self.model.init_state(2)))
         self.batches = BPTTBatches(self.corpus.train, cfg.batch_size, cfg.seq_len, source=cfg.data.path)
         self.data_info = {"train": {**file_info(cfg.data.path), "split": f"first {1 - cfg.data.val_fraction:.0%}"},
                           "val": {**file_info(cfg.data.path), "split": f"last {cfg.data.val_fraction:.0%}"}}
@@ -53,9 +56,10 @@ class LMTask:
         x, y = self._next()
         if self.carry is None:
             self.carry = list(self.model.init_state(self.cfg.batch_size))
-        logits, *state = self.model(torch.from_numpy(x), *self.carry)  # (B, T, V)
-        self.carry = [s.detach() for s in state]
-        loss = F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten())
+        with autocast(self.cfg.precision):
+            logits, *state = self.model(torch.from_numpy(x), *self.carry)  # (B, T, V)
+        self.carry = [s.detach().float() for s in state]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), torch.from_numpy(y).flatten())
         loss.backward()
         return loss.item(), x.size
 
@@ -97,6 +101,7 @@ class ClassifierTask:
         self.seqs = encode_all(self.tok, self.train_data.texts)
         self.derived = {"vocab_size": self.tok.vocab_size, "n_class": len(d.labels), "pad_id": self.tok.pad_id}
         self.model = Classifier(cfg.model_config(**self.derived))
+        check_precision(self.model, cfg.precision, (torch.ones(2, 2, dtype=torch.long), torch.tensor([2, 1])))
         self.data_info = {"train": file_info(d.path), "val": file_info(d.val_path)}
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch, self.next_batch = 0, 0
@@ -110,8 +115,9 @@ class ClassifierTask:
         idx = self.perm[self.next_batch * B : (self.next_batch + 1) * B]
         self.next_batch += 1
         tokens, lengths = pad_batch([self.seqs[i] for i in idx], self.tok.pad_id)
-        logits = self.model(torch.from_numpy(tokens), torch.from_numpy(lengths))  # (B, C)
-        loss = F.cross_entropy(logits, torch.from_numpy(self.train_data.labels[idx]))
+        with autocast(self.cfg.precision):
+            logits = self.model(torch.from_numpy(tokens), torch.from_numpy(lengths))  # (B, C)
+        loss = F.cross_entropy(logits.float(), torch.from_numpy(self.train_data.labels[idx]))
         loss.backward()
         return loss.item(), len(idx)
 

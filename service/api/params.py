@@ -94,6 +94,11 @@ def trace_params(req, n_layer: int, hidden_size: int, s: Settings) -> TraceParam
     if len(layers) * len(units) > s.max_trace_units:
         raise InvalidArgument("units", f"{len(layers)} layers x {len(units)} units is {len(layers) * len(units)} columns, "
                                        f"the limit is {s.max_trace_units}; choose fewer layers or units")
+    columns = len(layers) * len(units)
+    if len(req.text) * columns > s.max_trace_work:
+        raise InvalidArgument("text", f"{len(req.text)} characters x {columns} columns is {len(req.text) * columns}, "
+                                      f"the limit is {s.max_trace_work} (max_trace_work); trace a shorter text or "
+                                      "fewer units")
     if req.top_k > MAX_TRACE_TOP_K:
         raise InvalidArgument("top_k", f"must be in 0..{MAX_TRACE_TOP_K}, got {req.top_k}")
     return TraceParams(req.text, [layer for layer in layers for _ in units], units * len(layers), req.top_k)

@@ -28,7 +28,7 @@ class Tensor:
     shape: tuple[int, ...]
 
 
-def _unpack_bytes(raw: bytes, field: str) -> list[bytes]:
+def unpack_bytes(raw: bytes, field: str) -> list[bytes]:
     """BYTES raw contents: each element a 4-byte little-endian length, then that many bytes."""
     items, i = [], 0
     while i < len(raw):
@@ -66,7 +66,7 @@ def input_texts(req: v2.ModelInferRequest, model: str, spec: Tensor) -> list[str
     if req.raw_input_contents:
         if len(req.raw_input_contents) != 1:
             raise InvalidArgument("raw_input_contents", f"{len(req.raw_input_contents)} entries for 1 input")
-        items = _unpack_bytes(req.raw_input_contents[0], field)
+        items = unpack_bytes(req.raw_input_contents[0], field)
     else:
         items = list(t.contents.bytes_contents)
     if len(items) != int(np.prod(t.shape)):

@@ -40,14 +40,24 @@ def _parse_label(raw: str, labels: dict[str, str], where: str) -> int:
     return order.index(raw)
 
 
+def sentence_format(path: Path, first_line: str, labels: dict[str, str]) -> str:
+    """The format a file is in, from its first line: a header naming `sentence` and `label` is GLUE TSV, a line
+    that starts with a known label and a space is `<label> <sentence>`; otherwise tabs mean TSV, and last the suffix."""
+    if {"sentence", "label"} <= set(first_line.split("\t")):
+        return "tsv"
+    if first_line.partition(" ")[0] in labels:
+        return "label_line"
+    return "tsv" if "\t" in first_line or path.suffix == ".tsv" else "label_line"
+
+
 def read_sentences(path: str | Path, labels: dict[str, str], fmt: str = "auto") -> Sentences:
-    """GLUE TSV (header with `sentence` and `label` columns) or `<label> <sentence>` lines."""
+    """GLUE TSV (header with `sentence` and `label` columns) or `<label> <sentence>` lines; "auto" detects which."""
     path = Path(path)
-    if fmt == "auto":
-        fmt = "tsv" if path.suffix == ".tsv" else "label_line"
-    if fmt not in ("tsv", "label_line"):
-        raise DataError(f"{path}: unknown sentence format {fmt!r} (use 'tsv' or 'label_line')")
+    if fmt not in ("tsv", "label_line", "auto"):
+        raise DataError(f"{path}: unknown sentence format {fmt!r} (use 'tsv', 'label_line' or 'auto')")
     lines = read_text(path).splitlines()
+    if fmt == "auto":
+        fmt = sentence_format(path, next((line for line in lines if line.strip()), ""), labels)
     texts, ids = [], []
     if fmt == "tsv":
         if not lines:

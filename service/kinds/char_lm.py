@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from service.api import v2_params
-from service.api.params import generate_params, trace_params
+from service.api.params import TraceParams, generate_params, trace_params
 from service.api.v2_params import FINAL, Tensor, add_output, pack_bytes, set_params
 from service.artifact import MODEL_FILE, Meta
 from service.artifact.tokenizer import Tokenizer
@@ -18,14 +18,14 @@ from service.engine.scheduler import Scheduler
 from service.engine.stream import Chunk, Finished
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
-from service.interpret.trace import Trace, Tracers, trace_text
+from service.interpret.trace import TRACE_CHUNK_CHARS, Trace, Tracer, Tracers, TraceRun
 from service.kinds.base import Kind, Served
 from service.models.model import Model
 from service.models.runners import LMRunner, load_session
 from service.settings import Settings
 
 FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
-TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message (1 MiB), well under gRPC's 4 MiB default
+TRACE_MESSAGE_VALUES = 1 << 18  # floats per Trace message at most (1 MiB), well under gRPC's 4 MiB default
 
 
 def chunk_pb(chunk: Chunk, version: int) -> pb.GenerateResponse:
@@ -39,20 +39,27 @@ def chunk_pb(chunk: Chunk, version: int) -> pb.GenerateResponse:
     return reply
 
 
-def trace_pb(t: Trace, version: int, cell: str, tokens: tuple[str, ...]) -> list[pb.TraceResponse]:
-    """The header message, then the steps in messages of at most TRACE_MESSAGE_VALUES activations each."""
-    header = pb.TraceHeader(version=version, cell=cell, n_chars=len(t.chars), quantities=list(t.values),
-                            columns=[pb.TraceColumn(layer=layer, unit=u) for layer, u in zip(t.layers, t.units, strict=True)])
+def trace_header(version: int, tracer: Tracer, n_chars: int, p: TraceParams) -> pb.TraceResponse:
+    """The first message of a Trace: what every step's columns are."""
+    return pb.TraceResponse(header=pb.TraceHeader(
+        version=version, cell=tracer.cell, n_chars=n_chars, quantities=list(tracer.quantities),
+        columns=[pb.TraceColumn(layer=layer, unit=u) for layer, u in zip(p.layers, p.units, strict=True)]))
+
+
+def trace_steps(t: Trace, tokens: tuple[str, ...]) -> pb.TraceResponse:
+    """One computed chunk of a trace as one message."""
     rows = {q: v.tolist() for q, v in t.values.items()}
-    per_message = max(1, TRACE_MESSAGE_VALUES // (len(t.units) * len(rows)))
-    replies = [pb.TraceResponse(header=header)]
-    for start in range(0, len(t.chars), per_message):
-        replies.append(pb.TraceResponse(steps=[
-            pb.TraceStep(position=i, char=t.chars[i], **{q: r[i] for q, r in rows.items()},
-                         next=[pb.CharProbability(char=tokens[j], probability=p)
-                               for j, p in zip(t.top_ids[i].tolist(), t.top_probs[i].tolist(), strict=True)])
-            for i in range(start, min(start + per_message, len(t.chars)))]))
-    return replies
+    return pb.TraceResponse(steps=[
+        pb.TraceStep(position=t.first + i, char=c, **{q: r[i] for q, r in rows.items()},
+                     next=[pb.CharProbability(char=tokens[j], probability=p)
+                           for j, p in zip(t.top_ids[i].tolist(), t.top_probs[i].tolist(), strict=True)])
+        for i, c in enumerate(t.chars)])
+
+
+def next_steps(run: TraceRun, tokens: tuple[str, ...]) -> pb.TraceResponse | None:
+    """Compute the next chunk and build its message (in a worker thread: both take milliseconds)."""
+    t = run.next()
+    return None if t is None else trace_steps(t, tokens)
 
 
 def _v2_reply(template: v2.ModelInferResponse, wanted: list[Tensor], text: str, finished: Finished | None,
@@ -74,7 +81,7 @@ class CharLM(Kind[Scheduler]):
     v2_decoupled = True  # ModelStreamInfer sends the text as it is produced
 
     def __init__(self) -> None:
-        self.tracers = Tracers()  # one per loaded version, read from its model.onnx on the first Trace
+        self.tracers = Tracers()  # one per loaded version, read from its model.onnx on the first Trace; traces running
         self.rpcs = {"Generate": self.generate, "Trace": self.trace}
 
     def load(self, path: Path, meta: Meta, tokenizer: Tokenizer, intra_op_threads: int, inter_op_threads: int) -> LMRunner:
@@ -97,12 +104,18 @@ class CharLM(Kind[Scheduler]):
             scheduler.cancel(stream)  # no-op once finished; otherwise frees the slot at the next step
 
     async def trace(self, served: Served[Scheduler], request: pb.TraceRequest) -> AsyncIterator[pb.TraceResponse]:
+        """Streamed as it is computed, one chunk at a time: a client that stops reading stops the computation
+        (the next chunk waits for the send), and one that leaves ends it at the next chunk."""
         model = served.model
         p = trace_params(request, model.meta.sizes["n_layer"], model.meta.sizes["hidden_size"], served.settings)
-        tracer = await asyncio.to_thread(self.tracers.get, model.runner, model.path)
-        t = await asyncio.to_thread(trace_text, tracer, model.runner, model.tokenizer, p.text, p.layers, p.units, p.top_k)
-        for reply in await asyncio.to_thread(trace_pb, t, model.version, tracer.cell, model.tokenizer.tokens):
-            yield reply
+        with self.tracers.slot(served.settings.max_traces):
+            tracer = await asyncio.to_thread(self.tracers.get, model.runner, model.path)
+            per_message = max(1, TRACE_MESSAGE_VALUES // (len(p.units) * len(tracer.quantities)))
+            run = TraceRun(tracer, model.runner, model.tokenizer, p.text, p.layers, p.units, p.top_k,
+                           min(TRACE_CHUNK_CHARS, per_message))
+            yield trace_header(model.version, tracer, len(p.text), p)
+            while (reply := await asyncio.to_thread(next_steps, run, model.tokenizer.tokens)) is not None:
+                yield reply
 
     def v2_signature(self, model: Model) -> tuple[list[Tensor], list[Tensor]]:
         return [Tensor("prompt", "BYTES", (1,))], [Tensor("text", "BYTES", (1,))]

@@ -33,10 +33,6 @@ DEPLOY = ROOT / "deploy"
 PROMPT = "ROMEO:"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "container: builds images and runs the compose stack with podman (minutes)")
-
-
 def require(*tools: str) -> None:
     """Skip when a system tool is missing, except in CI, where `make test` installs them (make deploy-tools)."""
     missing = [t for t in tools if shutil.which(t) is None]
@@ -112,11 +108,12 @@ class Replica:
     """`python -m service` in its own process on loopback ports, as a deployment runs it."""
 
     def __init__(self, model_dir: Path, log: Path, **settings: str) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port, self.http_port = free_port(), free_port(), free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
         env.update(RNNSERVE_MODEL_DIR=str(model_dir), RNNSERVE_HOST="127.0.0.1", RNNSERVE_PORT=str(self.port),
                    RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(self.metrics_port),
+                   RNNSERVE_HTTP_HOST="127.0.0.1", RNNSERVE_HTTP_PORT=str(self.http_port),
                    RNNSERVE_INTRA_OP_THREADS="1", RNNSERVE_GRACE_S="5")
         env.update({f"RNNSERVE_{name.upper()}": value for name, value in settings.items()})
         self.log = log

@@ -11,6 +11,8 @@ from tests.deploy.conftest import DEPLOY, health, require
 from tests.deploy.test_deploy_configs import COMPOSE, run
 from tests.deploy.test_deploy_nginx import MODEL, behind_nginx
 
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
+
 TOKEN = "deploy-test-token-0123456789"
 
 
@@ -34,7 +36,7 @@ def test_the_auth_override_mounts_the_token_file_as_a_secret(tokens):
 
 def test_tokens_pass_through_nginx_and_health_stays_open(replicas, tokens, tmp_path):
     pair = replicas(2, auth_token_file=str(tokens))
-    with behind_nginx(pair, tmp_path) as (target, _):
+    with behind_nginx(pair, tmp_path) as (target, *_):
         assert health(target) == "SERVING"  # no token: probes and the balancer's own checks
         with grpc.insecure_channel(target) as channel:
             stub = pb_grpc.InferenceStub(channel)

@@ -36,12 +36,14 @@ def compose() -> dict:
     return yaml.safe_load(r.stdout)
 
 
+@pytest.mark.process
 def test_compose_file_is_valid_for_docker_compose(compose):
     assert set(compose["services"]) == {"rnnserve", "nginx", "prometheus", "grafana", "train"}
     r = run(["docker-compose", "-f", str(COMPOSE), "config", "--quiet"])
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.process
 def test_compose_runs_replicas_behind_the_balancer(compose):
     s = compose["services"]
     rnnserve = s["rnnserve"]
@@ -60,9 +62,10 @@ def test_compose_runs_replicas_behind_the_balancer(compose):
         assert svc.get("restart") == ("no" if name == "train" else "unless-stopped"), name
         for p in _ports(svc):
             assert p["host_ip"] == "127.0.0.1", f"{name} publishes {p} beyond loopback by default"
-    assert {p["target"] for p in _ports(s["nginx"])} == {8080, 8081}
+    assert {p["target"] for p in _ports(s["nginx"])} == {8000, 8080, 8081}
 
 
+@pytest.mark.process
 def test_compose_mounts_existing_config_files(compose):
     for name, svc in compose["services"].items():
         for v in _volumes(svc):
@@ -70,6 +73,7 @@ def test_compose_mounts_existing_config_files(compose):
                 assert Path(v["source"]).exists(), f"{name} mounts missing {v['source']}"
 
 
+@pytest.mark.process
 def test_podman_compose_reads_the_file_as_intended(tmp_path):
     """podman-compose 1.0.3 has no `config`: its dry run shows the podman commands it would run.
 
@@ -113,6 +117,7 @@ def _ports(svc: dict) -> list[dict]:
     return out
 
 
+@pytest.mark.process
 def test_prometheus_config_and_rules_pass_promtool():
     require("promtool")
     r = run(["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")])
@@ -128,6 +133,7 @@ def test_prometheus_scrapes_every_replica_not_the_balancer():
     assert job["dns_sd_configs"] == [{"names": ["rnnserve"], "type": "A", "port": 9090, "refresh_interval": "10s"}]
 
 
+@pytest.mark.process
 def test_kubernetes_manifests_match_the_api_schemas():
     """kubernetes-validate (PyPI) checks each resource against the API's JSON schemas, unknown fields included."""
     exe = Path(sys.executable).parent / "kubernetes-validate"
@@ -137,6 +143,7 @@ def test_kubernetes_manifests_match_the_api_schemas():
         assert r.stdout.count("passed") == 6, r.stdout
 
 
+@pytest.mark.process
 def test_kubernetes_validation_rejects_a_misspelt_field(tmp_path):
     """The validator really reads the schemas: a typo that YAML accepts fails."""
     text = (DEPLOY / "k8s" / "deployment.yaml").read_text().replace("readinessProbe:", "readinesProbe:")
@@ -184,6 +191,7 @@ def test_dashboard_and_rules_name_only_metrics_the_service_exports():
     assert used and used <= exported, used - exported
 
 
+@pytest.mark.process
 def test_the_service_runs_as_non_root_with_a_read_only_model_directory(compose):
     """Image, compose and Kubernetes agree: uid 10001, no root, no capabilities, models and root filesystem read-only."""
     users = re.findall(r"^USER\s+(\S+)", (DEPLOY / "rnnserve.Dockerfile").read_text(), re.M)

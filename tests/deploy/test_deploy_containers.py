@@ -28,7 +28,7 @@ PROJECT = "rnnserve-ci"
 DATA = ROOT.parent / "shared" / "data"
 MODEL = "tiny-lm"  # trained by the train service in this test, served by the replicas
 # Host ports (127.0.0.1 only), apart from anything the in-process tests bind (they take free ports from the kernel).
-PORTS = {"GRPC_PORT": 18480, "LB_STATUS_PORT": 18481, "PROMETHEUS_PORT": 18490, "GRAFANA_PORT": 18430}
+PORTS = {"GRPC_PORT": 18480, "HTTP_PORT": 18482, "LB_STATUS_PORT": 18481, "PROMETHEUS_PORT": 18490, "GRAFANA_PORT": 18430}
 LB = f"127.0.0.1:{PORTS['GRPC_PORT']}"
 PROMETHEUS = f"http://127.0.0.1:{PORTS['PROMETHEUS_PORT']}"
 REPLICAS = [f"{PROJECT}_rnnserve_1", f"{PROJECT}_rnnserve_2"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from bench.failover import run
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from tests.deploy import test_deploy_nginx
 from tests.deploy.conftest import generate, wait_until
+
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
 
 balancer = test_deploy_nginx.balancer  # real nginx with the deploy config in front of two real replicas
 
@@ -25,7 +28,7 @@ def _all_succeed(target: str) -> bool:
 
 
 def test_a_killed_replica_fails_only_what_ran_on_it_and_new_requests_succeed(balancer):
-    target, _, pair, _ = balancer
+    target, _, pair, _, _ = balancer
     done, t_kill = run(target, pair[0].proc, "tiny-lstm", "tiny-sentiment", streams=6, classifiers=3,
                        max_tokens=400, before_s=2.0, after_s=4.0)
     assert pair[0].proc.wait(10) == -9 and pair[1].proc.poll() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -15,22 +16,26 @@ import pytest
 
 from bench.failover import nginx_config
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
-from tests.deploy.conftest import DEPLOY, free_port, generate, health, http_get, metric, process, require, wait_until
+from tests.deploy.conftest import DEPLOY, PROMPT, free_port, generate, health, http_get, metric, process, require, wait_until
+from tests.support.http_client import event_stream
+
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
 
 MODEL = "tiny-lstm"
 
 
-def loopback_config(tmp: Path, upstreams: list[str], grpc_port: int, status_port: int) -> Path:
+def loopback_config(tmp: Path, pair: list, grpc_port: int, status_port: int, http_port: int) -> Path:
     """The deploy config with only its addresses and file locations changed (it must still have each of them once)."""
-    return nginx_config(DEPLOY / "nginx" / "nginx.conf", tmp, upstreams, grpc_port, status_port)
+    return nginx_config(DEPLOY / "nginx" / "nginx.conf", tmp, [r.target for r in pair], grpc_port, status_port,
+                        [f"127.0.0.1:{r.http_port}" for r in pair], http_port)
 
 
 @contextmanager
-def behind_nginx(pair: list, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """nginx running the deploy config in front of these replicas: (its gRPC target, its status URL)."""
+def behind_nginx(pair: list, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """nginx running the deploy config in front of these replicas: (its gRPC target, its status URL, its HTTP URL)."""
     require("nginx")
-    grpc_port, status_port = free_port(), free_port()
-    conf = loopback_config(tmp_path, [r.target for r in pair], grpc_port, status_port)
+    grpc_port, status_port, http_port = free_port(), free_port(), free_port()
+    conf = loopback_config(tmp_path, pair, grpc_port, status_port, http_port)
     test = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
                           capture_output=True, text=True, timeout=30)
     assert test.returncode == 0, test.stderr
@@ -39,7 +44,7 @@ def behind_nginx(pair: list, tmp_path: Path) -> Iterator[tuple[str, str]]:
                  tmp_path / "nginx.out"):
         target = f"127.0.0.1:{grpc_port}"
         wait_until(lambda: health(target) == "SERVING", 30, f"nginx on {target}")
-        yield target, f"http://127.0.0.1:{status_port}"
+        yield target, f"http://127.0.0.1:{status_port}", f"http://127.0.0.1:{http_port}"
 
 
 @pytest.fixture
@@ -47,8 +52,8 @@ def balancer(replicas, tmp_path):
     """Two replicas behind nginx running the deploy config: (grpc target, status url, replicas, access log)."""
     require("nginx")
     pair = replicas(2)
-    with behind_nginx(pair, tmp_path) as (target, status):
-        yield target, status, pair, tmp_path / "access.log"
+    with behind_nginx(pair, tmp_path) as (target, status, http):
+        yield target, status, pair, tmp_path / "access.log", http
 
 
 def chars(replica) -> float:
@@ -56,7 +61,7 @@ def chars(replica) -> float:
 
 
 def test_one_connection_streams_are_balanced_per_request(balancer):
-    target, status, pair, access_log = balancer
+    target, status, pair, access_log, _ = balancer
     assert http_get(f"{status}/healthz") == "ok\n"
     before = [chars(r) for r in pair]
     with grpc.insecure_channel(target) as channel:  # one HTTP/2 connection to nginx for all the streams
@@ -83,7 +88,7 @@ def test_health_is_answered_through_the_balancer(balancer):
 
 
 def test_a_stopped_replica_is_skipped(balancer):
-    target, _, pair, _ = balancer
+    target, _, pair, *_ = balancer
     pair[1].stop()  # graceful: drains, then closes its port; nginx gets "connection refused" and tries the other
     before = chars(pair[0])
     t0 = time.monotonic()
@@ -101,3 +106,22 @@ def test_long_streams_are_not_cut_by_the_balancer():
     for directive in ("grpc_read_timeout", "grpc_send_timeout", "client_body_timeout"):
         assert re.search(rf"{directive} 1h;", text), directive
     assert "least_conn;" in text and "http2" in text
+
+
+def test_server_sent_events_pass_through_as_they_are_produced(balancer):
+    """Events arrive one by one while the stream still runs (no buffering), and leaving frees the replica's slot."""
+    target, _, pair, _, http = balancer
+    fields = {"model": MODEL, "prompt": PROMPT, "max_tokens": 400, "seed": 1, "flush_chars": 8}
+    with grpc.insecure_channel(target) as channel:
+        text, _ = generate(pb_grpc.InferenceStub(channel), MODEL, 400, flush_chars=8)
+    with event_stream(http, "/v1/generate", {**fields, "stream": True}) as (r, events):
+        assert r.status == 200 and r.getheader("content-type").startswith("text/event-stream")
+        messages = [json.loads(data) for _, data in events]
+    assert "".join(m["text"] for m in messages) == text and len(messages) >= 10
+
+    def active() -> float:
+        return sum(metric(p.metrics(), "rnnserve_active_streams", model=MODEL) for p in pair)
+    with event_stream(http, "/v1/generate", {**fields, "max_tokens": 100_000, "stream": True}) as (_, events):
+        next(events)
+        assert active() == 1  # the first event came through while its stream runs on
+    wait_until(lambda: active() == 0, 30, "the replica to free the slot of the stream whose client left")

@@ -13,6 +13,8 @@ import yaml
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from tests.deploy.conftest import DEPLOY, free_port, generate, http_get, process, promql, require, wait_until
 
+pytestmark = pytest.mark.process  # runs nginx, Prometheus and rnnserve replicas as processes on loopback
+
 MODEL = "tiny-lstm"
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.service.harness import Running, servers
+from tests.support.harness import Running, servers
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.service.harness import generate, pb
+from tests.support.harness import generate, pb
 
 LM = {"model": "tiny-lstm", "version": "1"}
 CLF = {"model": "tiny-sentiment", "version": "1"}
@@ -35,7 +35,11 @@ def test_metrics_move_with_traffic(server):
     assert d["clf_texts"] == 2 and d["clf_wait"] == 2 and 1 <= d["clf_batches"] <= 2
 
 
-def test_names_buckets_and_model_info(server):
+def test_names_buckets_and_model_info(serve):
+    # rnnserve_model_info is one gauge per process, set by the server that last published its models:
+    # a server started here publishes this repository's, whichever servers the session ran before.
+    server = serve(max_streams=8)
+    generate(server.stub, model="tiny-lstm", prompt="A", max_tokens=3)
     text = server.metrics_text()
     assert 'rnnserve_inter_char_seconds_bucket{le="0.0001",model="tiny-lstm",version="1"}' in text
     assert 'rnnserve_time_to_first_char_seconds_bucket{le="2.5e-05",model="tiny-lstm",version="1"}' in text

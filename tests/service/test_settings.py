@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from service.settings import Settings
+from tests.support.data import ROOT
 
 
 def test_defaults_env_then_flags():
@@ -34,6 +34,6 @@ def test_unknown_names_and_bad_values_are_errors():
 
 
 def test_the_settings_table_in_docs_lists_every_setting():
-    table = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
+    table = (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
     for f in dataclasses.fields(Settings):
         assert f"| `--{f.name.replace('_', '-')}` | `RNNSERVE_{f.name.upper()}` |" in table, f.name

@@ -1,0 +1,57 @@
+"""JSON bodies as the proto's messages and back, in the proto's own JSON mapping (field names as in the .proto).
+
+One definition of every field: a request body is parsed into the same message the gRPC servicer takes, so it
+meets the same validation (service/api/params.py) after the same type checks protobuf applies to any request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from starlette.requests import Request
+
+from service.errors import InvalidArgument
+
+M = TypeVar("M", bound=Message)
+# json_format names the field at fault in one of these forms; the first that matches is the field.
+_FIELD = (re.compile(r'no field named "([^"]+)"'), re.compile(r"^Failed to parse (\w+) field"),
+          re.compile(r" at \"?\w+\.(\w+)"))
+
+
+async def read_json(request: Request) -> dict:
+    """The body as a JSON object; InvalidArgument otherwise."""
+    try:
+        doc = json.loads(await request.body())
+    except (ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise InvalidArgument("request", f"not valid JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("request", f"must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def parse(doc: dict, message: type[M]) -> M:
+    """The message a JSON object spells; a wrong type, an out-of-range number or an unknown field is InvalidArgument."""
+    try:
+        return json_format.ParseDict(doc, message())
+    except json_format.ParseError as err:
+        why = str(err).split("\n")[0]
+        field = next((m.group(1) for p in _FIELD if (m := p.search(why))), "request")
+        raise InvalidArgument(field, why) from None
+
+
+def to_json(message: Message) -> dict:
+    """A reply message in the proto's JSON mapping, every field present, 64-bit integers as numbers."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True,
+                                     unquote_int64_if_possible=True)
+
+
+def pop_flag(doc: dict, key: str) -> bool:
+    """A boolean field of the HTTP request that is not a proto field (e.g. `stream`), removed from the object."""
+    value = doc.pop(key, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(key, f"must be true or false, got {value!r}")
+    return value

@@ -1,0 +1,76 @@
+"""The models committed under models/ load and run in ONNX Runtime without torch, and say what they are."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from service.artifact import META_FILE, Meta
+from tests.support.data import ROOT
+
+MODELS = ROOT / "models"
+ARTIFACTS = sorted(p.parent for p in MODELS.glob(f"*/*/{META_FILE}"))
+CODE_CORPORA = {"python-stdlib.txt"}  # char LMs of code are primed with code and must continue with code
+
+RUN_WITHOUT_TORCH = """
+import json, sys
+sys.modules["torch"] = None  # any torch import now fails
+import numpy as np, onnxruntime as ort
+from service.artifact import Meta
+from service.artifact.tokenizer import Tokenizer
+d, prompt = sys.argv[1], sys.argv[2]
+meta, tok = Meta.load(d + "/meta.json"), Tokenizer.load(d + "/tokenizer.json")
+sess = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+if meta.kind == "char_lm":
+    state = {s.input: np.zeros((s.n_layer, 1, s.hidden_size), np.float32) for s in meta.state}
+    ids, out = tok.encode(prompt)[None, :], []
+    for _ in range(80):  # greedy
+        logits, *new = sess.run(None, {"tokens": ids, **state})
+        state = {s.input: x for s, x in zip(meta.state, new)}
+        logits[0, -1, tok.unk_id] = -np.inf
+        ids = logits[:, -1].argmax(1)[:, None]
+        out.append(tok.token(int(ids[0, 0])))
+    print(json.dumps({"text": "".join(out)}))
+else:
+    texts = ["a wonderful , moving and beautifully acted film .", "a dull , lifeless and boring mess ."]
+    seqs = [tok.encode(t) for t in texts]
+    T = max(map(len, seqs))
+    tokens = np.full((2, T), tok.pad_id, np.int64)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = s
+    logits = sess.run(None, {"tokens": tokens, "lengths": np.array([len(s) for s in seqs])})[0]
+    print(json.dumps({"labels": [meta.labels[i] for i in logits.argmax(1)]}))
+"""
+
+
+def test_bundled_models_exist_and_fit_the_size_budget():
+    names = {p.parent.name for p in ARTIFACTS}
+    assert {"shakespeare-lstm", "shakespeare-gru", "sst2-bilstm"} <= names
+    total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
+    assert total < 20 * 2**20, f"models/ holds {total / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("path", ARTIFACTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.process
+def test_bundled_model_runs_without_torch(path):
+    meta = Meta.load(path / META_FILE)
+    assert meta.data["train"]["sha256"] and meta.training["config"]["name"] == path.parent.name
+    code = meta.data["train"]["name"] in CODE_CORPORA
+    prompt = "import os\n\n\ndef " if code else "ROMEO:\n"
+    r = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, str(path), prompt], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    if meta.kind == "char_lm":
+        assert meta.evaluation["val_loss"] < 1.7  # a trained model, not noise (uniform would be 4.2)
+        if code:
+            names = re.findall(r"[A-Za-z_]\w*", out["text"])
+            assert len(names) >= 8 and re.match(r"\w+\(.*\):\n", out["text"]), out  # def NAME(ARGS):
+            return
+        words = out["text"].split()
+        assert len(words) >= 8 and sum(w.strip(".,:;!?'").isalpha() for w in words) >= len(words) // 2, out
+    else:
+        assert meta.evaluation["val_accuracy"] > 0.8
+        assert out["labels"] == ["positive", "negative"]

@@ -20,9 +20,8 @@ DPI = 80  # small PNGs: the page shows them at about 700-1000 px wide
 
 
 def _smooth(x: list[float], width: int = 10) -> np.ndarray:
-    x = np.asarray(x)
     width = max(1, min(width, len(x)))
-    return np.convolve(x, np.ones(width) / width, mode="valid")
+    return np.convolve(np.asarray(x), np.ones(width) / width, mode="valid")
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

@@ -134,7 +134,7 @@ def clipping_experiment(corpus: CharCorpus, data: Path, plan: Plan, norm_run: Ru
     cfg = recipe("rnn", data)
     starts = {"recipe": None, f"orthogonal-{EXPLODING}": partial(g.set_recurrent_scale_, sigma=EXPLODING, orthogonal=True)}
     tail = max(1, plan.steps // 10)
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for start, prepare in starts.items():
         out[start] = {}
         for how in CLIPS:
@@ -197,17 +197,17 @@ def context_row(name: str, predict: g.Predictor, ids: np.ndarray, plan: Plan) ->
 
 
 def context_experiment(corpus: CharCorpus, runs: dict[str, Run], models: Path, plan: Plan) -> dict[str, Any]:
-    out = {"contexts": list(plan.contexts), "full_context": plan.full_context, "rows": []}
+    rows = []
     for cell in RECIPES:
         label = f"{cell} (1x{SMALL['model.hidden_size']}, {plan.steps} steps)"
-        out["rows"].append(context_row(label, torch_predictor(runs[f"{cell}-trained"].model), corpus.val, plan))
+        rows.append(context_row(label, torch_predictor(runs[f"{cell}-trained"].model), corpus.val, plan))
     for name, version_dir, meta, path in bundled_char_lms(models):
         text = read_text(path)
         val_fraction = meta.training["config"]["data"].get("val_fraction", 0.1)
         ids = Tokenizer.load(version_dir / artifact.TOKENIZER_FILE).encode(text[int(len(text) * (1 - val_fraction)):])
         label = f"{name} ({meta.cell} {meta.sizes['n_layer']}x{meta.sizes['hidden_size']}, bundled)"
-        out["rows"].append(context_row(label, onnx_predictor(version_dir, meta), ids, plan))
-    return out
+        rows.append(context_row(label, onnx_predictor(version_dir, meta), ids, plan))
+    return {"contexts": list(plan.contexts), "full_context": plan.full_context, "rows": rows}
 
 
 def measure(data: Path, models: Path, plan: Plan) -> dict[str, Any]:

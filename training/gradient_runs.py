@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from training.config import TrainConfig
 from training.data import BPTTBatches, CharCorpus
 from training.evaluate import evaluate_lm
-from training.model import CharLM
+from training.model import CharLM, CharLMConfig
 from training.schedule import lr_at
 from training.train import make_optimizer
 
@@ -78,8 +78,11 @@ def short_run(name: str, cfg: TrainConfig, corpus: CharCorpus, steps: int, clip:
     The schedule runs its warmup and full cosine decay within `steps`. Non-finite losses are recorded and
     the run goes on, so a diverging run shows as such instead of stopping the experiment.
     """
+    mcfg = cfg.model_config(vocab_size=corpus.tokenizer.vocab_size)
+    if not isinstance(mcfg, CharLMConfig):
+        raise ValueError(f"gradient runs train a char_lm recipe, not task {cfg.task!r}")
     torch.manual_seed(cfg.seed)
-    model = CharLM(cfg.model_config(vocab_size=corpus.tokenizer.vocab_size))
+    model = CharLM(mcfg)
     if prepare is not None:
         prepare(model)
     params = list(model.parameters())
@@ -87,13 +90,13 @@ def short_run(name: str, cfg: TrainConfig, corpus: CharCorpus, steps: int, clip:
     batches = BPTTBatches(corpus.train, cfg.batch_size, cfg.seq_len, source=cfg.data.path)
     losses, norms, head_norms, clipped = np.empty(steps), np.empty(steps), np.empty(steps), 0
     model.train()
-    state = model.init_state(cfg.batch_size)
+    state = list(model.init_state(cfg.batch_size))
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, step / steps, cfg.optim)
         i = step % len(batches)
         if i == 0:
-            state = model.init_state(cfg.batch_size)  # a new pass over the text starts from the zero state
+            state = list(model.init_state(cfg.batch_size))  # a new pass over the text starts from the zero state
         x, y = batches.window(i)
         logits, *state = model(torch.from_numpy(x), *state)  # (B, T, V)
         state = [s.detach() for s in state]  # truncated BPTT: gradients stop at the window edge

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--max-chars", type=int, default=4_000_000)
     r = sub.add_parser("gradients", help="measure vanishing/exploding gradients, clipping and context use; write figures",
                        description="e.g. python -m training gradients --out docs/gradients (a few CPU-minutes)")
-    r.add_argument("--out", default="docs/gradients", help="directory for the PNGs, tables.md and results.json")
+    r.add_argument("--out", default="docs/gradients", help="directory for the PNGs and tables.md")
     r.add_argument("--quick", action="store_true", help="a small version of every experiment (about a CPU-minute)")
     r.add_argument("--data", help="tiny shakespeare (default: the path the recipes name)")
     r.add_argument("--models", default="models", help="bundled artifacts whose context use is measured")

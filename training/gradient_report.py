@@ -1,7 +1,7 @@
 """python -m training gradients: the lecture's gradient story measured on rnnserve's own cells and data.
 
 Four experiments, each a figure and a table (docs/gradients.md reads them):
-1. distance: ‖∂L_t/∂s_{t-k}‖ vs k for rnn, lstm and gru at initialisation and after a short recipe run,
+1. distance: ‖∂L_t/∂s_{t-k}‖ vs k for rnn, lstm (both forget-gate biases) and gru at initialisation and after a short run,
    with the vanilla RNN's per-step factor set against its W_hh and tanh' (and the NumPy min-char-rnn
    reference computing the same curve from the same weights);
 2. scaled: vanilla RNNs whose W_hh has largest singular value 0.5, 1, 1.5, 3, before and after training;

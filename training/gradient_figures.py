@@ -11,7 +11,6 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
-CELL_COLOURS = {"rnn": "C0", "lstm": "C1", "gru": "C2"}
 CLIP_NAMES = {"none": "no clipping", "norm": "global norm ≤ 1", "value": "min-char-rnn per-entry clip"}
 JACOBIAN = {"sigma_max": "σ_max(W_hh)", "spectral_radius": "ρ(W_hh)", "mean_tanh_prime": "mean tanh′",
             "rms_tanh_prime": "RMS tanh′", "mean_bound": "mean tanh′ · σ_max", "estimate": "ρ · RMS tanh′",
@@ -32,7 +31,8 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 def distance_figure(d: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for cell, colour in CELL_COLOURS.items():
+    for i, cell in enumerate(d["cells"]):
+        colour = f"C{i}"
         for phase, style in (("init", "--"), ("trained", "-")):
             row = d[f"{cell}-{phase}"]
             ax.semilogy(row["curve"], style, color=colour, label=f"{cell} {phase} (×{row['per_step_factor']:.3f}/step)")
@@ -139,7 +139,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def distance_tables(d: dict[str, Any], K: int) -> list[str]:
     ks = [k for k in (0, 10, 50, 100, K) if k <= K]
     rows = []
-    for cell in CELL_COLOURS:
+    for cell in d["cells"]:
         for phase in ("init", "trained"):
             r = d[f"{cell}-{phase}"]
             reach = r["reach_1e-3"] if r["reach_1e-3"] is not None else f"> {K}"

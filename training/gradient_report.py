@@ -1,7 +1,7 @@
 """python -m training gradients: the lecture's gradient story measured on rnnserve's own cells and data.
 
 Four experiments, each a figure and a table (docs/gradients.md reads them):
-1. distance: ‖∂L_t/∂s_{t-k}‖ vs k for rnn, lstm and gru at initialisation and after a short recipe run,
+1. distance: ‖∂L_t/∂s_{t-k}‖ vs k for rnn, lstm (both forget-gate biases) and gru at initialisation and after a short run,
    with the vanilla RNN's per-step factor set against its W_hh and tanh' (and the NumPy min-char-rnn
    reference computing the same curve from the same weights);
 2. scaled: vanilla RNNs whose W_hh has largest singular value 0.5, 1, 1.5, 3, before and after training;
@@ -66,9 +66,28 @@ QUICK = Plan(steps=40, scaled_steps=30, windows=8, distance=60, burn_in=20, posi
              contexts=(1, 2, 4, 8, 16, 32), full_context=64, val_chars=2_000)
 
 
-def recipe(cell: str, data: Path) -> TrainConfig:
-    overrides = {**SMALL, "data.path": str(data), "name": f"gradients-{cell}", "out_dir": f"runs/gradients-{cell}"}
+def recipe(cell: str, data: Path, **extra: Any) -> TrainConfig:
+    overrides = {**SMALL, **extra, "data.path": str(data), "name": f"gradients-{cell}", "out_dir": f"runs/gradients-{cell}"}
     return load_config(ROOT / "recipes" / RECIPES[cell], [f"--{k}={v}" for k, v in overrides.items()])
+
+
+def cell_variants(data: Path) -> dict[str, TrainConfig]:
+    """The three recipes, and the LSTM once more with its forget-gate bias the other way.
+
+    An LSTM's forget gate starts near sigmoid(bias): 0.5 with torch's init (bias 0), 0.73 with bias 1
+    (Gers et al. 2000; Jozefowicz et al. 2015), which is where its gradient highway starts.
+    """
+    variants = {}
+    for cell in RECIPES:
+        cfg = recipe(cell, data)
+        if cell != "lstm":
+            variants[cell] = cfg
+            continue
+        bias = float(cfg.model.get("forget_bias", 0.0))
+        variants[f"lstm (forget_bias {bias:g})"] = cfg
+        other = 0.0 if bias else 1.0
+        variants[f"lstm (forget_bias {other:g})"] = recipe(cell, data, **{"model.forget_bias": other})
+    return variants
 
 
 def windows(ids: np.ndarray, plan: Plan) -> torch.Tensor:
@@ -85,22 +104,23 @@ def curve_summary(norms: np.ndarray) -> dict[str, Any]:
 
 
 def distance_experiment(corpus: CharCorpus, data: Path, plan: Plan) -> tuple[dict[str, Any], dict[str, Run]]:
-    """Each cell's recipe at its initialisation and after plan.steps; the trained runs are returned for reuse."""
+    """Each cell variant at its initialisation and after plan.steps; the trained runs are returned for reuse."""
     ids = windows(corpus.val, plan)
-    out, runs = {}, {}
-    for cell in RECIPES:
-        cfg = recipe(cell, data)
+    out: dict[str, Any] = {"cells": []}
+    runs = {}
+    for name, cfg in cell_variants(data).items():
+        out["cells"].append(name)
         for phase, steps in (("init", 0), ("trained", plan.steps)):
-            run = short_run(f"{cell}-{phase}", cfg, corpus, steps, "norm", plan.val_chars)
+            run = short_run(f"{name}-{phase}", cfg, corpus, steps, "norm", plan.val_chars)
             norms = g.state_gradient_norms(run.model, ids, plan.burn_in)
-            row = {"cell": cell, "phase": phase, "val_loss": run.val_loss, **curve_summary(norms)}
-            if cell == "rnn":
+            row = {"cell": name, "phase": phase, "val_loss": run.val_loss, **curve_summary(norms)}
+            if name == "rnn":
                 row["jacobian"] = g.rnn_jacobian_stats(run.model, ids, plan.burn_in)[0]
-            if cell == "rnn" and phase == "trained":  # the NumPy reference on the same weights and windows
+            if name == "rnn" and phase == "trained":  # the NumPy reference on the same weights and windows
                 ref = g.minchar_state_gradient_norms(g.to_minchar(run.model), ids.numpy(), plan.burn_in)
                 out["minchar"] = {"curve": ref.mean(axis=0).tolist(), "max_rel_diff": float(np.abs(ref / norms - 1).max())}
-            out[f"{cell}-{phase}"] = row
-            runs[f"{cell}-{phase}"] = run
+            out[f"{name}-{phase}"] = row
+            runs[f"{name}-{phase}"] = run
     return out, runs
 
 
@@ -196,16 +216,17 @@ def context_row(name: str, predict: g.Predictor, ids: np.ndarray, plan: Plan) ->
             "longest_used": g.longest_used(list(plan.contexts), mean, se)}
 
 
-def context_experiment(corpus: CharCorpus, runs: dict[str, Run], models: Path, plan: Plan) -> dict[str, Any]:
+def context_experiment(corpus: CharCorpus, cells: list[str], runs: dict[str, Run], models: Path, plan: Plan
+                       ) -> dict[str, Any]:
     rows = []
-    for cell in RECIPES:
-        label = f"{cell} (1x{SMALL['model.hidden_size']}, {plan.steps} steps)"
-        rows.append(context_row(label, torch_predictor(runs[f"{cell}-trained"].model), corpus.val, plan))
+    for name in cells:
+        label = f"{name}, 1x{SMALL['model.hidden_size']}, {plan.steps} steps"
+        rows.append(context_row(label, torch_predictor(runs[f"{name}-trained"].model), corpus.val, plan))
     for name, version_dir, meta, path in bundled_char_lms(models):
         text = read_text(path)
         val_fraction = meta.training["config"]["data"].get("val_fraction", 0.1)
         ids = Tokenizer.load(version_dir / artifact.TOKENIZER_FILE).encode(text[int(len(text) * (1 - val_fraction)):])
-        label = f"{name} ({meta.cell} {meta.sizes['n_layer']}x{meta.sizes['hidden_size']}, bundled)"
+        label = f"{name} (bundled {meta.cell}, {meta.sizes['n_layer']}x{meta.sizes['hidden_size']})"
         rows.append(context_row(label, onnx_predictor(version_dir, meta), ids, plan))
     return {"contexts": list(plan.contexts), "full_context": plan.full_context, "rows": rows}
 
@@ -214,14 +235,14 @@ def measure(data: Path, models: Path, plan: Plan) -> dict[str, Any]:
     """Run the four experiments; a dict of every number and curve."""
     torch.set_num_threads(1)
     corpus = CharCorpus.from_file(data, recipe("rnn", data).data.val_fraction)
-    print("1/4 gradient norm vs distance: rnn, lstm, gru at init and trained", flush=True)
+    print("1/4 gradient norm vs distance: rnn, lstm (two forget-gate biases), gru at init and trained", flush=True)
     distance, runs = distance_experiment(corpus, data, plan)
     print("2/4 vanilla RNNs with scaled W_hh", flush=True)
     scaled = scaled_experiment(corpus, data, plan)
     print("3/4 clipping", flush=True)
     clipping = clipping_experiment(corpus, data, plan, runs["rnn-trained"])
     print("4/4 context length", flush=True)
-    context = context_experiment(corpus, runs, models, plan)
+    context = context_experiment(corpus, distance["cells"], runs, models, plan)
     return {"plan": asdict(plan), "data": str(data), "distance": distance, "scaled": scaled, "clipping": clipping,
             "context": context}
 

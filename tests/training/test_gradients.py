@@ -259,8 +259,11 @@ def test_the_command_writes_every_figure_and_table(tmp_path):
         assert heading in table
     assert results["distance"]["minchar"]["max_rel_diff"] < 1e-9
     assert len(results["distance"]["rnn-trained"]["curve"]) == plan.distance + 1
-    assert {row["model"].split(" ")[0] for row in results["context"]["rows"]} >= {"rnn", "lstm", "gru",
-                                                                                  "shakespeare-lstm"}
+    cells = results["distance"]["cells"]
+    assert sorted(cells) == ["gru", "lstm (forget_bias 0)", "lstm (forget_bias 1)", "rnn"]  # the recipes, and the other bias
+    models = [row["model"] for row in results["context"]["rows"]]
+    assert models[:4] == [f"{cell}, 1x128, 3 steps" for cell in cells]
+    assert "shakespeare-lstm (bundled lstm, 2x384)" in models
     clip_runs = [run for runs in results["clipping"].values() for run in runs.values()]
     assert [len(run["grad_norms"]) for run in clip_runs] == [3] * 6
     assert all(run["median_head_norm"] <= run["median_norm"] for run in clip_runs)  # a part of the whole gradient

@@ -140,7 +140,7 @@ def verify_classifier(model: Classifier, sess: ort.InferenceSession, seed: int =
 def best_threads(path: Path, feed: dict[str, np.ndarray], repeats: int = 300) -> dict[str, Any]:
     """Time one batch-1 call with 1 and 2 intra-op threads; the faster one becomes the serving default.
 
-    Small models lose to thread hand-off overhead; wide ones gain (MACHINE.md measured ~2x at H >= 256).
+    Small models lose to thread hand-off overhead; wide ones gain (~2x at H >= 256 measured on an idle 2-core machine).
     """
     timings = {}
     for threads in (1, 2):

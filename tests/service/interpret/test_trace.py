@@ -94,7 +94,7 @@ def test_trace_rejects(tracing, case):
 
 
 def _screenshot(page: Path, png: Path) -> np.ndarray:
-    """Debian's Chromium, headless, as root in a sandboxed kernel (MACHINE.md), fresh profile, no network features."""
+    """Debian's Chromium, headless, as root in a sandboxed kernel (hence --no-sandbox), fresh profile, no network features."""
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",

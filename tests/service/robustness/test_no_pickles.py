@@ -22,7 +22,7 @@ from tests.support.data import ROOT
 
 SERVICE = [p for p in (ROOT / "service").rglob("*.py") if "gen" not in p.relative_to(ROOT / "service").parts]
 
-# Modules that unpickle (or, for torch, must never be in the service at all: DESIGN.md).
+# Modules that unpickle (or, for torch, must never be in the service at all: the service runs without torch).
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "torch", "pandas"}
 # Calls that unpickle or read files the artifact contract does not name, by their dotted name.
 FORBIDDEN_CALLS = {"np.load", "numpy.load", "onnx.load", "onnx.load_model", "torch.load", "pickle.load", "pickle.loads"}

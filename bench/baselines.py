@@ -9,6 +9,7 @@ import numpy as np
 
 from service.artifact.sampling import sample
 from service.models.model import Model
+from service.settings import Settings
 
 
 def inprocess_loop(model: Model, B: int, steps: int, warmup: int = 50) -> dict[str, float]:
@@ -85,14 +86,16 @@ def naive_cost_at(model: Model, lengths: list[int], threads: int = 1, repeats: i
     return out
 
 
-def inprocess_classify(model: Model, texts: list[str], B: int, calls: int = 30) -> float:
-    """Texts per second of the classifier called in-process with padded batches of B texts (the batching ceiling)."""
+def inprocess_classify(model: Model, texts: list[str], B: int, calls: int = 30,
+                       max_tokens: int = Settings.classify_max_batch_tokens) -> float:
+    """Texts per second of the classifier called in-process with batches of B texts (the batching ceiling), under
+    the same per-call token budget as the server's default."""
     rows = [model.tokenizer.encode(t) for t in texts]
     rows = [r for r in rows if len(r)]
     times = []
     for i in range(calls):
         batch = [rows[(i * B + j) % len(rows)] for j in range(B)]
         t0 = time.perf_counter()
-        model.runner.run(batch)
+        model.runner.run(batch, max_tokens)
         times.append(time.perf_counter() - t0)
     return B / statistics.median(times)

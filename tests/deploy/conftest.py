@@ -114,7 +114,9 @@ class Replica:
         env.update(RNNSERVE_MODEL_DIR=str(model_dir), RNNSERVE_HOST="127.0.0.1", RNNSERVE_PORT=str(self.port),
                    RNNSERVE_HEALTH_PORT="0", RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(self.metrics_port),
                    RNNSERVE_HTTP_HOST="127.0.0.1", RNNSERVE_HTTP_PORT=str(self.http_port),
-                   RNNSERVE_INTRA_OP_THREADS="1", RNNSERVE_GRACE_S="5")
+                   RNNSERVE_INTRA_OP_THREADS="1", RNNSERVE_GRACE_S="5",
+                   # every scrape renders afresh and none is refused: tests read metrics right after what changed them
+                   RNNSERVE_METRICS_CACHE_S="0", RNNSERVE_METRICS_MAX_PER_S="1000000")
         env.update({f"RNNSERVE_{name.upper()}": value for name, value in settings.items()})
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log.open("w"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -41,6 +42,7 @@ from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIER, LMS = "sst2-bilstm", ("shakespeare-lstm", "python-lstm", "shakespeare-gru")
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2"}  # as the image
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # a channel of its own: not the attacker's connection
 
 
@@ -53,15 +55,18 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0",
              "--health-port", "0", "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--http-port", "-1",
-             "--intra-op-threads", "1",
-             "--log-level", "WARNING", *flags],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+             "--intra-op-threads", "1", *flags],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **MALLOC},
             preexec_fn=None if procs is None else lambda: Path(procs).write_text("0"))
         self.log: list[str] = []
         threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
-        self.port, self.metrics_port, self.health_port = self._ports()
-        self.target = f"127.0.0.1:{self.port}"
-        wait_serving(self.target, 120, self.proc)
+        try:
+            self.port, self.metrics_port, self.health_port = self._ports()
+            self.target = f"127.0.0.1:{self.port}"
+            wait_serving(self.target, 120, self.proc)
+        except BaseException:
+            self.close()
+            raise
 
     def _ports(self) -> tuple[int, int, int]:
         end = time.monotonic() + 120
@@ -232,8 +237,8 @@ async def _idle_streams(target: str, kind: str, n: int, seconds: float, health_t
                 except grpc.RpcError as err:
                     codes.append(err.code().name)
             outcome["other_client_classify"] = counts(codes)
-        ended = [c for c in calls if c.done()]
-        outcome["attacker_streams_refused"] = sum(1 for c in ended if await c.code() != grpc.StatusCode.OK)
+        refused = [await c.code() for c in calls if c.done()]
+        outcome["attacker_streams_refused"] = sum(code != grpc.StatusCode.OK for code in refused)
         for c in calls:
             c.cancel()
     return outcome

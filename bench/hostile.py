@@ -188,8 +188,10 @@ def stream(args: argparse.Namespace) -> None:
     n, seconds = (200, 10) if args.quick else (2500, 30)
     big = v2.ModelInferRequest(model_name=CLASSIFIER, inputs=[v2.ModelInferRequest.InferInputTensor(
         name="text", datatype="BYTES", shape=[1], contents=v2.InferTensorContents(bytes_contents=[b"x" * (1 << 20)]))])
+    # The client's receive window stays small (no BDP probing), as a client that reads nothing keeps it anyway.
+    options = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
     for limit, flags in (("off", ["--session-max-requests", "1000000"]), ("on", [])):
-        with served(args, flags) as (server, target), grpc.insecure_channel(target) as channel:
+        with served(args, flags) as (server, target), grpc.insecure_channel(target, options=options) as channel:
             before, sent = server.status("VmRSS"), 0
 
             def requests():
@@ -246,9 +248,10 @@ async def _idle_streams(target: str, kind: str, n: int, seconds: float, health_t
 
 def streams(args: argparse.Namespace) -> None:
     n = 256 if args.quick else 1024
-    off = ["--max-streams-per-connection", "100000", "--max-health-watches", "100000", "--max-concurrent-rpcs", "1024"]
+    rpcs = ["--max-concurrent-rpcs", str(n)]  # as many RPC slots as the attacker opens streams (1,024 by default)
+    off = ["--max-streams-per-connection", "100000", "--max-health-watches", "100000", *rpcs]
     for kind in ("ModelStreamInfer", "Health/Watch"):
-        for limit, flags in (("off", off), ("on", [])):
+        for limit, flags in (("off", off), ("on", rpcs)):
             with served(args, flags) as (server, target):
                 outcome = asyncio.run(_idle_streams(target, kind, n, 3 if args.quick else 10,
                                                     f"127.0.0.1:{server.health_port}"))

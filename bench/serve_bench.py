@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import peak
 from bench.baselines import inprocess_classify, inprocess_loop, naive_cost_at, naive_torch
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
@@ -88,8 +89,9 @@ async def generate(stub: pb_grpc.InferenceStub, model: str, n: int, seed: int, *
         arrivals.append((time.perf_counter(), len(r.text)))
         if r.HasField("finished"):
             usage = r.finished.usage
+    first_text = next((t for t, n in arrivals if n), arrivals[-1][0]) - t0  # as the client sees it
     return {"t0": t0, "arrivals": arrivals, "seconds": arrivals[-1][0] - t0, "ttfc": usage.time_to_first_char_s,
-            "chars": usage.generated_chars}
+            "ttft_client": first_text, "chars": usage.generated_chars}
 
 
 async def streams(port: int, model: str, n_streams: int, n: int, **extra: object) -> list[dict]:
@@ -179,16 +181,18 @@ def measure_streams(srv: ServerProcess, lm: Model, r: dict, n_single: int, n_man
     median over pairs: load from other processes drifts, and both sides of a pair share it.
     """
     name = lm.name
-    ones = []
+    ones, ttft_client = [], []
     for _ in range(repeats):
         base = inprocess_loop(lm, 1, 2000 if q else 4000)
         run = asyncio.run(streams(srv.port, name, 1, n_single))[0]
         ones.append((base, run["chars"] / run["seconds"], run["ttfc"]))
+        ttft_client.append(run["ttft_client"])
         print(f"  pair: in-process batch-1 {base['chars_per_s']:.0f} chars/s, server {ones[-1][1]:.0f}", flush=True)
     r["inproc_b1_chars_per_s"] = statistics.median(b["chars_per_s"] for b, _, _ in ones)
     r["inproc_b1_ort_us"] = statistics.median(b["ort_s"] for b, _, _ in ones) * 1e6
     r["single_chars_per_s"] = statistics.median(x for _, x, _ in ones)
     r["single_ttfc_ms"] = statistics.median(t for _, _, t in ones) * 1e3
+    r["single_ttft_client_ms"] = statistics.median(ttft_client) * 1e3
     r["single_vs_inproc"] = statistics.median(x / b["chars_per_s"] for b, x, _ in ones)
     print(f"single stream: {r['single_chars_per_s']:.0f} chars/s vs in-process batch-1 {r['inproc_b1_chars_per_s']:.0f}",
           flush=True)
@@ -248,6 +252,31 @@ def measure_classify(model_dir: str, flags: list[str], clf: Model, r: dict, q: b
           f"{r['classify_unbatched']['requests_per_s']:.0f} unbatched", flush=True)
 
 
+def measure_precisions(repo: Repository, name: str, r: dict, q: bool) -> None:
+    """In-process decode loops of the model's fp32 and int8 versions side by side, at batch 1 and 64 (when both exist)."""
+    by_precision = {m.meta.precision: m for m in sorted(repo.models.get(name, {}).values(), key=lambda m: m.version)}
+    if set(by_precision) != {"fp32", "int8"}:
+        return
+    for B, steps in ((1, 1000 if q else 3000), (64, 200 if q else 600)):
+        got = {p: inprocess_loop(m, B, steps)["chars_per_s"] for p, m in by_precision.items()}
+        r[f"inproc_b{B}_fp32_chars_per_s"], r[f"inproc_b{B}_int8_chars_per_s"] = got["fp32"], got["int8"]
+        print(f"in-process batch {B}: fp32 v{by_precision['fp32'].version} {got['fp32']:.0f} chars/s, "
+              f"int8 v{by_precision['int8'].version} {got['int8']:.0f} ({got['int8'] / got['fp32']:.2f}x)", flush=True)
+
+
+def measure_peak(lm: Model, r: dict, q: bool) -> None:
+    """The decode step's achieved GFLOP/s (fp32) or GOP/s (int8) at batch 64 against this machine's GEMM peak."""
+    r["peak"] = peak.peaks(quick=q)
+    r["precision"] = lm.meta.precision
+    r["step_mflop_per_char"] = peak.step_flops_per_row(lm.meta) / 1e6
+    r["b64_achieved_g_per_s"] = r["inproc_b64_chars_per_s"] * peak.step_flops_per_row(lm.meta) / 1e9
+    key = "int8_gemm_gops" if lm.meta.precision == "int8" else "sgemm_gflops"
+    r["b64_pct_of_peak"] = 100 * r["b64_achieved_g_per_s"] / r["peak"][key][str(r["threads"])]
+    print(f"peak: sgemm {r['peak']['sgemm_gflops']} GFLOP/s, int8 GEMM {r['peak']['int8_gemm_gops']} GOP/s (by threads); "
+          f"decode step ({r['precision']}, batch 64, {r['threads']} thread(s)): {r['b64_achieved_g_per_s']:.1f} G/s = "
+          f"{r['b64_pct_of_peak']:.0f}% of the {key} peak", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.serve_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         measure_positions(srv, lm, r, 20_000 if q else 100_000, Path(a.plot), q)
     if clf is not None:
         measure_classify(a.model_dir, flags, clf, r, q)
+    measure_precisions(repo, a.model, r, q)
+    measure_peak(lm, r, q)
     r["naive_chars_per_s"] = naive_torch(lm, "ROMEO:\n", 100 if q else 200, threads)["chars_per_s"]
     report(r, a)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +339,8 @@ def report(r: dict, a: argparse.Namespace) -> None:
     print(f"\nin-process: batch-1 {r['inproc_b1_chars_per_s']:.0f} chars/s (ORT call {r['inproc_b1_ort_us']:.0f} us), "
           f"batch-64 {r['inproc_b64_chars_per_s']:.0f} chars/s ({r['inproc_b64_step_ms']:.2f} ms/step median, "
           f"p99 {r['inproc_b64_step_p99_ms']:.2f} ms: the machine's own jitter)")
-    print(f"server: single stream {r['single_chars_per_s']:.0f} chars/s (TTFC {r['single_ttfc_ms']:.2f} ms), "
+    print(f"server: single stream {r['single_chars_per_s']:.0f} chars/s (TTFC {r['single_ttfc_ms']:.2f} ms on the server, "
+          f"time to first text {r['single_ttft_client_ms']:.2f} ms at the client), "
           f"64 streams {r['many_chars_per_s']:.0f} chars/s")
     print(f"64 streams: inter-char p50 {r['inter_char_p50_ms']:.2f} ms, p99 {r['inter_char_p99_ms']:.2f} ms; "
           f"time to first char p50 {r['many_ttfc_p50_ms']:.1f} ms, p99 {r['many_ttfc_p99_ms']:.1f} ms")

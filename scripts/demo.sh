@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job: serve the bundled models, stream a generation, classify two sentences, stop cleanly.
+# The main job: serve the bundled models, stream a generation, classify two sentences, translate two, stop cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT=${RNNSERVE_DEMO_PORT:-50051}
+unset RNNSERVE_DEMO_PORT  # the server refuses RNNSERVE_* variables that are not its settings
 TARGET="localhost:$PORT"
 
 "$PY" -m service --model-dir models --port "$PORT" --metrics-port 0 --http-port 0 &
@@ -25,3 +26,11 @@ echo
 echo "== classify --model sst2-bilstm"
 "$PY" -m service.client --target "$TARGET" classify --model sst2-bilstm \
   "a gripping, beautifully acted film" "a dull, lifeless mess that never finds its footing"
+if [ -d models/multi30k-de-en ]; then
+  echo
+  echo "== translate --model multi30k-de-en (German -> English, streamed as it is decoded)"
+  for text in "Ein Mann schläft in einem grünen Raum auf einem Sofa." "Zwei kleine Kinder spielen im Sand am Strand."; do
+    echo "$text"
+    "$PY" -m service.client --target "$TARGET" translate --model multi30k-de-en --flush-chars 1 "$text"
+  done
+fi

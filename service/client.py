@@ -1,4 +1,4 @@
-"""Command-line client: python -m service.client {generate, classify, models, trace, reload} (see --help of each)."""
+"""Command-line client: python -m service.client {generate, translate, classify, models, trace, reload} (see --help of each)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import grpc
 
@@ -31,6 +32,45 @@ def _generate(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
             print(f"[{pb.FinishReason.Name(f.finish_reason)}] {f.usage.generated_chars} chars, "
                   f"first after {f.usage.time_to_first_char_s * 1000:.1f} ms, total {f.usage.total_time_s * 1000:.1f} ms "
                   f"(version {f.version})", file=sys.stderr)
+
+
+def _translate(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
+    """Print the translation as it is decoded; with --attention, write its alignment (.html, or .png with matplotlib)."""
+    req = pb.TranslateRequest(model=a.model, version=a.version, text=a.text, beam_size=a.beam,
+                              return_attention=bool(a.attention), flush_chars=a.flush_chars, flush_ms=a.flush_ms)
+    if a.length_penalty is not None:
+        req.length_penalty = a.length_penalty
+    if a.max_tokens is not None:
+        req.max_tokens = a.max_tokens
+    finished = None
+    for reply in stub.Translate(req, **a.call):
+        sys.stdout.write(reply.text)
+        sys.stdout.flush()
+        if reply.HasField("finished"):
+            finished = reply.finished
+    print()
+    if finished is None:
+        return
+    u = finished.usage
+    print(f"[{pb.FinishReason.Name(finished.finish_reason)}] {u.source_tokens} -> {u.generated_tokens} tokens, "
+          f"first after {u.time_to_first_token_s * 1000:.1f} ms, total {u.total_time_s * 1000:.1f} ms "
+          f"(version {finished.version})", file=sys.stderr)
+    if a.attention:
+        _alignment(a.attention, f"{a.model} v{finished.version}: {a.text}", finished.alignment)
+
+
+def _alignment(path: str, title: str, al: pb.Alignment) -> None:
+    from service.interpret import alignpage
+
+    if path.endswith(".png"):
+        try:
+            alignpage.write_png(Path(path), title, al.source_tokens, al.target_tokens, al.weights)
+        except ImportError:
+            sys.exit("error: a .png needs matplotlib (pip install matplotlib); an .html page needs nothing more")
+    else:
+        note = "Each row is an output token, each column a source token; the darker the cell, the more attention."
+        Path(path).write_text(alignpage.render(title, al.source_tokens, al.target_tokens, al.weights, note), encoding="utf-8")
+    print(f"wrote {path}: {len(al.target_tokens)} x {len(al.source_tokens)} alignment", file=sys.stderr)
 
 
 def _classify(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
@@ -172,6 +212,17 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     g.add_argument("--flush-chars", type=int, default=0, help="0 = server default")
     g.add_argument("--flush-ms", type=int, default=0, help="0 = server default")
+    tr = sub.add_parser("translate", help="translate a text with a translator model, printed as it is decoded")
+    tr.add_argument("text")
+    tr.add_argument("--model", required=True)
+    tr.add_argument("--version", type=int, default=0, help="0 = latest")
+    tr.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy")
+    tr.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha for beam search (default: the model's)")
+    tr.add_argument("--max-tokens", type=int, default=None, help="most output tokens (default: the model's length rule)")
+    tr.add_argument("--attention", metavar="FILE", default="",
+                    help="write the alignment: an HTML page (FILE.html, no dependencies) or a PNG (FILE.png, needs matplotlib)")
+    tr.add_argument("--flush-chars", type=int, default=0, help="0 = server default")
+    tr.add_argument("--flush-ms", type=int, default=0, help="0 = server default")
     c = sub.add_parser("classify", help="label texts given as arguments or one per line in --file")
     c.add_argument("texts", nargs="*")
     c.add_argument("--file", help="read texts from this file, one per line ('-': standard input)")
@@ -196,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     a.call = {"timeout": a.timeout, "metadata": (("authorization", f"Bearer {token}"),) if token else None}
     with _channel(a) as channel:
         stub = pb_grpc.AdminStub(channel) if a.cmd == "reload" else pb_grpc.InferenceStub(channel)
-        commands = {"generate": _generate, "classify": _classify, "models": _models, "trace": _trace, "reload": _reload}
+        commands = {"generate": _generate, "translate": _translate, "classify": _classify, "models": _models,
+                    "trace": _trace, "reload": _reload}
         try:
             commands[a.cmd](stub, a)
         except grpc.RpcError as err:

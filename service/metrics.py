@@ -87,8 +87,9 @@ QUEUE_WAIT = Histogram("rnnserve_queue_wait_seconds",
 MODEL_CALL_SECONDS = WeightedHistogram("rnnserve_model_call_seconds",
                                        "ONNX Runtime call time, by phase (prefill, decode, classify).",
                                        ["model", "version", "phase"], SECONDS)
-DECODE_BATCH = WeightedHistogram("rnnserve_decode_batch_size", "Streams advanced by one decode step.", ["model", "version"],
-                                 BATCH)
+DECODE_BATCH = WeightedHistogram("rnnserve_decode_batch_size",
+                                 "Rows advanced by one decode step: a Generate stream or a greedy translation is one row, "
+                                 "a beam search beam_size rows.", ["model", "version", "kind"], BATCH)
 PREFILL_BATCH = Histogram("rnnserve_prefill_batch_size", "Prompts read by one prefill call.", ["model", "version"],
                           buckets=BATCH)
 CLASSIFY_BATCH = Histogram("rnnserve_classify_batch_size", "Texts per dynamic batch (run in groups of similar length).",
@@ -98,6 +99,16 @@ ACTIVE_STREAMS = Gauge("rnnserve_active_streams", "Generate streams holding a sl
 QUEUED = Gauge("rnnserve_queued_requests", "Requests waiting: streams for a slot, texts for a batch.",
                ["model", "version", "method"])
 GENERATED_CHARS = Counter("rnnserve_generated_chars_total", "Characters generated.", ["model", "version"])
+# Encoder-decoder kinds (translator; the captioner shares these families): their unit is a target token.
+TIME_TO_FIRST_TOKEN = Histogram("rnnserve_time_to_first_token_seconds",
+                                "Encoder-decoder requests: from arrival to their first decoded token.",
+                                ["model", "version", "kind"], buckets=SECONDS)
+INTER_TOKEN = WeightedHistogram("rnnserve_inter_token_seconds",
+                                "Encoder-decoder requests: time between consecutive decoding steps of a request "
+                                "(one per output position).", ["model", "version", "kind"], FINE)
+GENERATED_TOKENS = Counter("rnnserve_generated_tokens_total",
+                           "Encoder-decoder requests: output positions decoded (a beam search counts one per step).",
+                           ["model", "version", "kind"])
 MODEL_INFO = Gauge("rnnserve_model_info", "Loaded model versions (value 1).", ["model", "version", "kind", "cell"])
 RELOADS = Counter("rnnserve_model_reloads_total",
                   "Model versions loaded, unloaded or refused by repository reloads (not the start-up load).",
@@ -152,9 +163,33 @@ class GenerateMetrics:
         v = str(version)
         return cls(TIME_TO_FIRST_CHAR.labels(model, v), INTER_CHAR.labels(model, v),
                    QUEUE_WAIT.labels(model, v, "Generate"), MODEL_CALL_SECONDS.labels(model, v, "prefill"),
-                   MODEL_CALL_SECONDS.labels(model, v, "decode"), DECODE_BATCH.labels(model, v),
+                   MODEL_CALL_SECONDS.labels(model, v, "decode"), DECODE_BATCH.labels(model, v, "char_lm"),
                    PREFILL_BATCH.labels(model, v), ACTIVE_STREAMS.labels(model, v), QUEUED.labels(model, v, "Generate"),
                    GENERATED_CHARS.labels(model, v))
+
+
+@dataclass(frozen=True)
+class Seq2SeqMetrics:
+    """The children one encoder-decoder engine touches, bound once."""
+
+    ttft: Histogram
+    inter_token: WeightedHistogram.Child
+    queue_wait: Histogram
+    encode_call: WeightedHistogram.Child
+    decode_call: WeightedHistogram.Child
+    decode_batch: WeightedHistogram.Child
+    active: Gauge
+    queued: Gauge
+    tokens: Counter
+
+    @classmethod
+    def bind(cls, model: str, version: int, kind: str, method: str) -> Seq2SeqMetrics:
+        """`method`: the RPC its requests come from, the method label of the queue metrics (e.g. Translate)."""
+        v = str(version)
+        return cls(TIME_TO_FIRST_TOKEN.labels(model, v, kind), INTER_TOKEN.labels(model, v, kind),
+                   QUEUE_WAIT.labels(model, v, method), MODEL_CALL_SECONDS.labels(model, v, "encode"),
+                   MODEL_CALL_SECONDS.labels(model, v, "decode"), DECODE_BATCH.labels(model, v, kind),
+                   ACTIVE_STREAMS.labels(model, v), QUEUED.labels(model, v, method), GENERATED_TOKENS.labels(model, v, kind))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
+from service.models.thread_policy import ThreadPolicy
+
 ENV_PREFIX = "RNNSERVE_"
 CLIENT_PREFIX = "RNNSERVE_CLIENT_"  # the client CLI's variables (its token): a shell may hold both
 
@@ -42,6 +44,14 @@ class Settings:
     flush_ms: int = 50  # ...or once this long has passed since the last send
     deliver_ms: float = 1.0  # while streams run, the event loop collects their text this often
 
+    # Translate: decoded with continuous batching like Generate (max_streams rows, max_queue requests waiting,
+    # the flush defaults above)
+    encode_batch: int = 4  # sources read in one encoder call, so that a step which reads sources stays about a step long
+    max_source_bytes: int = 2048  # longest text to translate, in UTF-8 bytes...
+    max_source_tokens: int = 200  # ...and in the model's source tokens
+    max_beam_size: int = 8  # largest beam_size (and at most max_streams: each hypothesis holds one of those rows)
+    max_translate_texts: int = 64  # texts per TranslateBatch request
+
     # Classify: dynamic batching, per model
     classify_max_batch: int = 64  # texts per model call; 1 turns batching off
     classify_max_delay_ms: float = 2.0  # how long the first text of a batch waits for company
@@ -60,6 +70,7 @@ class Settings:
     # ONNX Runtime
     intra_op_threads: int = 0  # per model session; 0 takes the count measured at export (meta.json runtime)
     inter_op_threads: int = 1  # per model session (graphs here are sequential)
+    decode_threads_by_batch: str = ""  # char LM decode threads by batch, e.g. "1:1,16:2"; "": meta.json's, if any
 
     # Security: TLS is on when a certificate is given; mutual TLS when client_ca is too; tokens when a file is
     # given (files, never values: secrets stay out of the environment, flags and `ps`)
@@ -88,10 +99,13 @@ class Settings:
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
 
     def __post_init__(self) -> None:
+        if self.decode_threads_by_batch:
+            ThreadPolicy.parse(self.decode_threads_by_batch)
         positive = ("max_streams", "prefill_batch", "prefill_chunk", "max_prompt_chars", "max_tokens_limit",
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
                     "classify_max_queue", "classify_max_batch_tokens", "max_classify_texts", "max_classify_tokens",
-                    "max_trace_chars", "max_trace_units", "max_trace_work", "max_traces", "inter_op_threads",
+                    "max_trace_chars", "max_trace_units", "max_trace_work", "max_traces", "max_source_bytes",
+                    "max_source_tokens", "max_beam_size", "max_translate_texts", "inter_op_threads",
                     "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "session_max_requests",
                     "session_idle_s", "session_max_s", "max_request_s", "keepalive_s", "max_streams_per_connection",
                     "max_connections", "connection_idle_s", "connection_age_s", "handshake_timeout_s",

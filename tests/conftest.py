@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.data import SHAKESPEARE, SST2_SENTENCES, need, train_and_export
+from tests.support.data import MULTI30K, MULTI30K_FILES, SHAKESPEARE, SST2_SENTENCES, need, train_and_export
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see training/__init__.py: before torch loads
 
@@ -20,11 +20,12 @@ def shared_data() -> None:
 
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository with a tiny LSTM LM, a tiny GRU LM and a tiny word-level classifier.
+    """A model repository with a tiny LSTM LM, a tiny GRU LM, a tiny word-level classifier and a tiny translator.
 
-    Layout: <repo>/<name>/1/{model.onnx, tokenizer.json, meta.json}.
+    Layout: <repo>/<name>/1/{model.onnx, tokenizer.json, meta.json} (a translator: encoder.onnx, decoder.onnx,
+    source.tokenizer.json, target.tokenizer.json, meta.json).
     """
-    need(SHAKESPEARE, SST2_SENTENCES / "stsa.binary.dev")
+    need(SHAKESPEARE, SST2_SENTENCES / "stsa.binary.dev", *MULTI30K_FILES)
     tmp = tmp_path_factory.mktemp("artifacts")
     lm = {"task": "char_lm", "data.path": SHAKESPEARE, "model.n_layer": 2, "model.n_embd": 16,
           "model.hidden_size": 32, "batch_size": 8, "seq_len": 32, "max_steps": 20, "eval_interval": 20,
@@ -36,4 +37,21 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "data.val_path": SST2_SENTENCES / "stsa.binary.dev", "data.level": "word", "model.cell": "lstm",
         "model.n_embd": 16, "model.hidden_size": 16, "batch_size": 32, "max_steps": 20, "eval_interval": 20,
         "checkpoint_interval": 20})
+    _tiny_translator(tmp)
     return tmp / "models"
+
+
+def _tiny_translator(tmp: Path) -> Path:
+    """A German -> English translator trained a few steps on the first 3,000 Multi30k pairs (40 to validate and
+    test): its translations are poor, but they are the real export's, so parity tests mean something."""
+    corpus = tmp / "multi30k"
+    corpus.mkdir()
+    for split, n in (("train", 3000), ("val", 40), ("test2016", 40)):
+        for lang in ("de", "en"):
+            lines = (MULTI30K / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()[:n]
+            (corpus / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return train_and_export(tmp, "tiny-translator", {
+        "task": "translation", "data.path": corpus / "train", "data.val_path": corpus / "val",
+        "data.test_path": corpus / "test2016", "data.level": "bpe", "data.vocab_size": 400, "model.n_embd": 16,
+        "model.enc_hidden": 16, "model.dec_hidden": 24, "batch_tokens": 800, "max_steps": 30, "eval_interval": 30,
+        "checkpoint_interval": 30, "optim.warmup_steps": 2, "decode.beam_size": 3})

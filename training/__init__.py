@@ -1,4 +1,4 @@
-"""rnnserve training side: PyTorch char-level language models and sentiment classifiers."""
+"""rnnserve training side: PyTorch char-level language models, sentiment classifiers and translators."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Command line: python -m training {train, eval, sample, export, code-corpus, gradients} (see --help of each).
+"""Command line: python -m training {train, eval, sample, export, quantize, code-corpus, gradients} (see --help of each).
 
 `python -m training cells ...` runs the cell search, which lives with the tracer it reads (python -m service.interpret).
 """
@@ -9,8 +9,7 @@ import argparse
 import json
 import subprocess
 import sys
-
-import torch
+from pathlib import Path
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -32,6 +31,8 @@ def _floats(m: dict) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    import torch
+
     from service.artifact.corpus import read_sentences, read_text
     from training.data import CharCorpus
     from training.evaluate import evaluate_classifier, evaluate_lm
@@ -40,6 +41,12 @@ def _eval(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     opened = open_model(args.checkpoint, args.threads)
     cfg, model, tok = opened.config, opened.model, opened.tokenizer
+    if cfg is not None and cfg.task == "translation":
+        from training.translation_eval import evaluate_translation
+
+        result = evaluate_translation(model, tok, cfg, args.data or cfg.data.val_path, args.beam)
+        print(json.dumps(_floats(result), indent=1))
+        return
     if cfg is None and not args.data:
         raise ValueError(f"{args.checkpoint} does not record its training data: pass --data FILE")
     if opened.kind == "char_lm":
@@ -61,6 +68,8 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    import torch
+
     from training.open_model import open_model
     from training.sample import generate
 
@@ -79,6 +88,20 @@ def _export(args: argparse.Namespace) -> None:
     meta = export_checkpoint(args.checkpoint, args.out_dir, description=args.description)
     print(f"wrote {args.out_dir}: verified against torch")
     print(describe(meta))
+    if args.quantize:
+        _write_int8(Path(args.out_dir), Path(args.out_dir).parent / str(int(Path(args.out_dir).name) + 1))
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    _write_int8(Path(args.src_dir), Path(args.out_dir))
+
+
+def _write_int8(src_dir: Path, out_dir: Path) -> None:
+    from training.quantize import quantize_artifact
+
+    meta = quantize_artifact(src_dir, out_dir)
+    print(f"wrote {out_dir}: int8, verified and within the quality gate")
+    print(json.dumps(meta.evaluation["quantization"], indent=1))
 
 
 def _code_corpus(args: argparse.Namespace) -> None:
@@ -107,11 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--config", help="JSON recipe (see recipes/)")
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    e = sub.add_parser("eval", help="loss/bpc (char LM) or accuracy/confusion (classifier)")
+    e = sub.add_parser("eval", help="loss/bpc (char LM), accuracy/confusion (classifier), loss/BLEU (translation)")
     e.add_argument("checkpoint", help=MODEL_HELP)
-    e.add_argument("--data", help="another file to score (default: the validation split of training)")
+    e.add_argument("--data", help="another file to score (default: the validation split of training); "
+                                  "translation: a pair's stem, e.g. ../shared/data/multi30k/test2016")
     e.add_argument("--format", choices=["tsv", "label_line"],
                    help="--data's format for a classifier: GLUE TSV or '<label> <sentence>' lines (default: detected)")
+    e.add_argument("--beam", type=int, default=1, help="translation: beam size (1 = greedy)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("sample", help="generate text from a char LM checkpoint or artifact")
@@ -127,12 +152,18 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("checkpoint")
     x.add_argument("out_dir", help="e.g. models/shakespeare-lstm/1")
     x.add_argument("--description", default="")
+    x.add_argument("--quantize", choices=["int8"], help="also write the int8 graph as the next version (see quantize)")
+    q = sub.add_parser("quantize", help="write an int8 version of an fp32 artifact, verified and quality-gated",
+                       description="e.g. python -m training quantize models/shakespeare-lstm/1 models/shakespeare-lstm/2 "
+                                   "(run from the repository root: meta.json's data paths are relative to it)")
+    q.add_argument("src_dir", help="an fp32 artifact, e.g. models/NAME/1")
+    q.add_argument("out_dir", help="the new version directory, e.g. models/NAME/2")
     k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
     k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")
     k.add_argument("--max-chars", type=int, default=4_000_000)
     r = sub.add_parser("gradients", help="measure vanishing/exploding gradients, clipping and context use; write figures",
                        description="e.g. python -m training gradients --out docs/gradients (a few CPU-minutes)")
-    r.add_argument("--out", default="docs/gradients", help="directory for the PNGs, tables.md and results.json")
+    r.add_argument("--out", default="docs/gradients", help="directory for the PNGs and tables.md")
     r.add_argument("--quick", action="store_true", help="a small version of every experiment (about a CPU-minute)")
     r.add_argument("--data", help="tiny shakespeare (default: the path the recipes name)")
     r.add_argument("--models", default="models", help="bundled artifacts whose context use is measured")
@@ -143,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.cmd == "train":
             _train(args, rest)
         else:
-            {"eval": _eval, "sample": _sample, "export": _export, "code-corpus": _code_corpus,
+            {"eval": _eval, "sample": _sample, "export": _export, "quantize": _quantize, "code-corpus": _code_corpus,
              "gradients": _gradients}[args.cmd](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         sys.exit(f"error: {err}")

@@ -13,6 +13,8 @@ import torch
 from service.artifact.tokenizer import Tokenizer
 from training.config import TrainConfig, _build
 from training.model import CharLM, Classifier
+from training.seq2seq import Seq2Seq
+from training.subword import TokenizerPair
 
 CHECKPOINT_KEYS = {"config", "model", "model_derived", "tokenizer"}  # what model_of reads
 
@@ -53,11 +55,13 @@ def config_of(ckpt: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, ckpt["config"], "checkpoint config")
 
 
-def model_of(ckpt: dict[str, Any]) -> tuple[CharLM | Classifier, Tokenizer]:
-    """Rebuild the model (eval mode, weights loaded) and its tokenizer from a checkpoint."""
+def model_of(ckpt: dict[str, Any]) -> tuple[CharLM | Classifier | Seq2Seq, Tokenizer | TokenizerPair]:
+    """Rebuild the model (eval mode, weights loaded) and its tokenizer(s) from a checkpoint."""
     cfg = config_of(ckpt)
     mcfg = cfg.model_config(**ckpt["model_derived"])
-    model = CharLM(mcfg) if cfg.task == "char_lm" else Classifier(mcfg)
+    model = {"char_lm": CharLM, "classifier": Classifier, "translation": Seq2Seq}[cfg.task](mcfg)
     model.load_state_dict(ckpt["model"])
     model.eval()
+    if cfg.task == "translation":
+        return model, TokenizerPair.from_dict(ckpt["tokenizer"])
     return model, Tokenizer.from_dict(ckpt["tokenizer"])

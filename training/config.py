@@ -9,16 +9,25 @@ from typing import Any
 
 from training.model import CharLMConfig, ClassifierConfig
 from training.precision import PRECISIONS
+from training.seq2seq import Seq2SeqConfig
+
+MODEL_CONFIGS = {"char_lm": CharLMConfig, "classifier": ClassifierConfig, "translation": Seq2SeqConfig}
+TASKS = tuple(MODEL_CONFIGS)
 
 
 @dataclass
 class DataConfig:
-    path: str = ""  # corpus (char_lm) or labelled sentences (classifier)
-    val_path: str = ""  # classifier validation file; char_lm validates on the last val_fraction
+    path: str = ""  # corpus (char_lm), labelled sentences (classifier), or the training pair's stem (translation:
+    #   "../shared/data/multi30k/train" reads train.<source> and train.<target>)
+    val_path: str = ""  # classifier/translation validation file (stem); char_lm validates on the last val_fraction
+    test_path: str = ""  # translation: held-out test stem, scored only at export (BLEU in meta.json)
     val_fraction: float = 0.1  # char_lm: the last 10% of characters
     format: str = "auto"  # classifier files: "tsv" (GLUE, header), "label_line" ("<label> <text>"), "auto" (from the first line)
-    level: str = "char"  # tokenizer: "char" or "word"
-    min_freq: int = 1  # words seen fewer times in training map to <unk>
+    level: str = "char"  # tokenizer: "char" or "word"; translation: "bpe" (subwords) or "word"
+    min_freq: int = 1  # words (or BPE merges) seen fewer times in training map to <unk> (are not learned)
+    source: str = "de"  # translation: language suffix of the source files
+    target: str = "en"  # translation: language suffix of the target files
+    vocab_size: int = 8000  # translation, level "bpe": subword vocabulary of each language, specials included
     labels: dict[str, str] = field(default_factory=lambda: {"0": "negative", "1": "positive"})  # raw -> name, in class order
 
 
@@ -36,14 +45,26 @@ class OptimConfig:
 
 
 @dataclass
+class DecodeConfig:
+    """Translation decoding, used for validation BLEU and recorded in meta.json so serving decodes alike."""
+
+    max_len_a: float = 1.5  # at most a * source_tokens + b target tokens (EOS included), then stop
+    max_len_b: int = 10
+    beam_size: int = 5  # the beam of the beam-search BLEU reported at export (validation decodes greedily)
+    length_penalty: float = 0.6  # GNMT's alpha (Wu et al. 2016): score = log P / ((5 + |Y|) / 6) ** alpha
+
+
+@dataclass
 class TrainConfig:
-    task: str = "char_lm"  # "char_lm" or "classifier"
+    task: str = "char_lm"  # "char_lm", "classifier" or "translation"
     name: str = "model"  # artifact name under models/
     out_dir: str = "runs/model"  # checkpoints land here
     seed: int = 1337
     threads: int = 2  # torch intra-op threads, set explicitly
     precision: str = "fp32"  # "bf16": forward under CPU autocast, fp32 weights (training/precision.py); needs AVX-512 BF16
     batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step
+    batch_tokens: int = 4000  # translation: source + target tokens per step, padding included (length-bucketed)
+    label_smoothing: float = 0.0  # translation: cross-entropy label smoothing (Szegedy et al. 2016)
     seq_len: int = 64  # char_lm: BPTT window T
     max_steps: int = 2000
     time_budget_min: float = 0.0  # > 0: stop after this many minutes, LR decay following the clock
@@ -58,12 +79,14 @@ class TrainConfig:
     checkpoint_interval: int = 500
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    model: dict[str, Any] = field(default_factory=dict)  # CharLMConfig or ClassifierConfig fields, by task
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # CharLMConfig, ClassifierConfig or Seq2SeqConfig fields
 
-    def model_config(self, **derived: Any) -> CharLMConfig | ClassifierConfig:
+    def model_config(self, **derived: Any) -> CharLMConfig | ClassifierConfig | Seq2SeqConfig:
         """The model's dataclass, with sizes that come from the data (vocab, classes) filled in."""
-        cls = CharLMConfig if self.task == "char_lm" else ClassifierConfig
-        return _build(cls, {**self.model, **derived}, "model")
+        if self.task not in MODEL_CONFIGS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        return _build(MODEL_CONFIGS[self.task], {**self.model, **derived}, "model")
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -114,7 +137,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
                 raise ValueError(f"unknown config key: {key}")
             node = node[p]
         if parents == ["model"]:
-            model_defaults = asdict(cfg.model_config(vocab_size=1))
+            model_defaults = asdict(TrainConfig(task=tree["task"]).model_config())  # the task as overridden so far
             if leaf not in model_defaults:
                 raise ValueError(f"unknown config key: {key}")
             node[leaf] = _coerce(text, model_defaults[leaf], key)
@@ -128,16 +151,19 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
 
 
 def validate(cfg: TrainConfig) -> None:
-    if cfg.task not in ("char_lm", "classifier"):
-        raise ValueError(f"task must be 'char_lm' or 'classifier', got {cfg.task!r}")
+    if cfg.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
     if cfg.optim.name not in ("adamw", "adagrad"):
         raise ValueError(f"optim.name must be 'adamw' or 'adagrad', got {cfg.optim.name!r}")
     if cfg.optim.decay not in ("cosine", "none"):
         raise ValueError(f"optim.decay must be 'cosine' or 'none', got {cfg.optim.decay!r}")
-    if cfg.data.level not in ("char", "word"):
-        raise ValueError(f"data.level must be 'char' or 'word', got {cfg.data.level!r}")
+    levels = ("bpe", "word") if cfg.task == "translation" else ("char", "word")
+    if cfg.data.level not in levels:
+        raise ValueError(f"data.level must be one of {levels} for a {cfg.task}, got {cfg.data.level!r}")
     if cfg.task == "char_lm" and cfg.data.level != "char":
         raise ValueError("a char_lm needs data.level = 'char'")
+    if cfg.task == "translation":
+        _validate_translation(cfg)
     for key in ("batch_size", "seq_len", "max_steps", "threads", "eval_interval", "eval_batch_size"):
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key} must be positive")
@@ -151,4 +177,20 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("data.val_fraction must be in (0, 1)")
     if not cfg.data.path:
         raise ValueError("data.path is required")
-    cfg.model_config(vocab_size=1)  # unknown model keys fail here, before any data is read
+    cfg.model_config()  # unknown model keys fail here, before any data is read
+
+
+def _validate_translation(cfg: TrainConfig) -> None:
+    d, dec = cfg.data, cfg.decode
+    if not d.source or not d.target or d.source == d.target:
+        raise ValueError(f"data.source and data.target must be two different languages, got {d.source!r}, {d.target!r}")
+    if not d.val_path:
+        raise ValueError("a translation needs data.val_path (the validation pair's stem)")
+    if d.level == "bpe" and d.vocab_size < 8:
+        raise ValueError("data.vocab_size must be at least 8 (4 special tokens and some subwords)")
+    if cfg.batch_tokens <= 0:
+        raise ValueError("batch_tokens must be positive")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError("label_smoothing must be in [0, 1)")
+    if dec.max_len_a < 0 or dec.max_len_b < 1 or dec.beam_size < 1 or dec.length_penalty < 0:
+        raise ValueError("decode needs max_len_a >= 0, max_len_b >= 1, beam_size >= 1 and length_penalty >= 0")

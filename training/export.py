@@ -1,4 +1,5 @@
-"""Export a checkpoint to the artifact directory (model.onnx, tokenizer.json, meta.json).
+"""Export a checkpoint to the artifact directory (model.onnx, tokenizer.json, meta.json; a translator's
+files come from training/export_translator.py).
 
 The export verifies itself against torch and refuses to write an artifact that fails, so
 everything under models/ is known to compute what the trained model computes.
@@ -162,8 +163,12 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, description: s
     """Export, verify, and only then move the three files into out_dir (which must not hold a model yet)."""
     ckpt = load_checkpoint(ckpt_path)
     cfg = config_of(ckpt)
-    model, tok = model_of(ckpt)
     out_dir = Path(out_dir)
+    if cfg.task == "translation":
+        from training.export_translator import export_translator
+
+        return export_translator(ckpt, out_dir, description)
+    model, tok = model_of(ckpt)
     if (out_dir / artifact.MODEL_FILE).exists():
         raise FileExistsError(f"{out_dir} already holds a model; export to a new version directory")
     with tempfile.TemporaryDirectory() as tmp:

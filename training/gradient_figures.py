@@ -13,13 +13,15 @@ import numpy as np
 
 CELL_COLOURS = {"rnn": "C0", "lstm": "C1", "gru": "C2"}
 CLIP_NAMES = {"none": "no clipping", "norm": "global norm ≤ 1", "value": "min-char-rnn per-entry clip"}
-DPI = 90  # small PNGs: the page shows them at about 700 px wide
+JACOBIAN = {"sigma_max": "σ_max(W_hh)", "spectral_radius": "ρ(W_hh)", "mean_tanh_prime": "mean tanh′",
+            "rms_tanh_prime": "RMS tanh′", "mean_bound": "mean tanh′ · σ_max", "estimate": "ρ · RMS tanh′",
+            "max_bound": "bound: geo-mean of max tanh′ · σ_max"}
+DPI = 80  # small PNGs: the page shows them at about 700-1000 px wide
 
 
 def _smooth(x: list[float], width: int = 10) -> np.ndarray:
-    x = np.asarray(x)
     width = max(1, min(width, len(x)))
-    return np.convolve(x, np.ones(width) / width, mode="valid")
+    return np.convolve(np.asarray(x), np.ones(width) / width, mode="valid")
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -63,7 +65,7 @@ def scaled_figure(s: dict[str, Any], sigmas: list[float], path: Path) -> None:
     measured = np.concatenate([s[f"orthogonal-{sigma}-init"]["curve"] for sigma in sigmas])
     measured = measured[measured > 1e-250]
     axes[1].set_ylim(measured.min() / 10, measured.max() * 10)  # the no-tanh lines run off far beyond what was measured
-    axes[2].set_title("training loss of the rescaled runs (10-step mean)")
+    axes[2].set_title("training loss, rescaled runs (10-step mean)")
     for ax in axes[:2]:
         ax.set_xlabel("k (characters back)")
         ax.set_ylabel("mean ‖∂L_t / ∂h_{t−k}‖")
@@ -149,10 +151,8 @@ def distance_tables(d: dict[str, Any], K: int) -> list[str]:
     rows = []
     for phase in ("init", "trained"):
         j = d[f"rnn-{phase}"]["jacobian"]
-        rows.append([phase, *(f"{j[key]:.3f}" for key in ("sigma_max", "spectral_radius", "mean_tanh_prime", "mean_bound",
-                                                           "max_bound")), f"{d[f'rnn-{phase}']['per_step_factor']:.4f}"])
-    lines += _table(["vanilla rnn", "σ_max(W_hh)", "ρ(W_hh)", "mean tanh′", "mean tanh′ · σ_max",
-                     "geo-mean max tanh′ · σ_max (bound)", "measured per-step factor"], rows)
+        rows.append([phase, *(f"{j[key]:.3f}" for key in JACOBIAN), f"{d[f'rnn-{phase}']['per_step_factor']:.4f}"])
+    lines += _table(["vanilla rnn", *JACOBIAN.values(), "measured per-step factor"], rows)
     return [*lines, "NumPy min-char-rnn on the trained rnn's weights and the same windows: largest relative difference "
             f"from the torch curve {d['minchar']['max_rel_diff']:.1e}.", ""]
 
@@ -168,21 +168,22 @@ def scaled_table(s: dict[str, Any]) -> list[str]:
             t = trained["jacobian"]
             after = [f"{t['sigma_max']:.3f}", f"{t['spectral_radius']:.3f}", f"{trained['per_step_factor']:.4f}",
                      f"{trained['clipped_steps']} of {len(trained['losses'])}", f"{trained['val_loss']:.3f}"]
-        rows.append([r["family"], r["sigma"], f"{j['spectral_radius']:.3f}", f"{j['mean_tanh_prime']:.3f}",
-                     f"{j['mean_bound']:.3f}", f"{r['per_step_factor']:.4f}", _g(curve[min(50, len(curve) - 1)] / curve[0]),
-                     *after])
+        rows.append([r["family"], r["sigma"], *(f"{j[key]:.3f}" for key in ("spectral_radius", "mean_tanh_prime",
+                                                                            "rms_tanh_prime", "mean_bound", "estimate")),
+                     f"{r['per_step_factor']:.4f}", _g(curve[min(50, len(curve) - 1)] / curve[0]), *after])
     return ["### 2. Scaled W_hh", "",
-            *_table(["W_hh", "σ", "ρ(W_hh)", "mean tanh′", "mean tanh′ · σ", "per-step factor", "‖g‖ at k=50 / k=0",
-                     "trained: σ_max", "ρ", "per-step factor", "steps clipped", "val loss"], rows)]
+            *_table(["W_hh", "σ", "ρ(W_hh)", "mean tanh′", "RMS tanh′", "mean tanh′ · σ", "ρ · RMS tanh′", "per-step factor",
+                     "‖g‖ at k=50 / k=0", "trained: σ_max", "ρ", "per-step factor", "steps clipped", "val loss"], rows)]
 
 
 def clipping_table(c: dict[str, Any]) -> list[str]:
-    rows = [[_start(start), CLIP_NAMES[how], f"{r['median_norm']:.3g}", f"{r['max_norm']:.3g}", r["spikes_10x"],
-             f"{r['clipped_steps']} of {len(r['grad_norms'])}", f"{r['final_train_loss']:.3f}", f"{r['val_loss']:.3f}"]
+    rows = [[_start(start), CLIP_NAMES[how], f"{r['median_norm']:.3g}", f"{r['max_norm']:.3g}",
+             f"{r['median_head_norm']:.3g}", r["spikes_10x"], f"{r['clipped_steps']} of {len(r['grad_norms'])}",
+             f"{r['final_train_loss']:.3f}", f"{r['val_loss']:.3f}"]
             for start, runs in c.items() for how, r in runs.items()]
     return ["### 3. Clipping", "",
-            *_table(["start", "run", "median ‖g‖", "max ‖g‖", "steps > 10× median", "steps the clip changed",
-                     "final train loss", "val loss"], rows)]
+            *_table(["start", "run", "median ‖g‖", "max ‖g‖", "median ‖g‖ of the output layer", "steps > 10× median",
+                     "steps the clip changed", "final train loss", "val loss"], rows)]
 
 
 def context_table(ctx: dict[str, Any]) -> list[str]:

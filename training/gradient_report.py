@@ -85,23 +85,22 @@ def curve_summary(norms: np.ndarray) -> dict[str, Any]:
 
 
 def distance_experiment(corpus: CharCorpus, data: Path, plan: Plan) -> tuple[dict[str, Any], dict[str, Run]]:
+    """Each cell's recipe at its initialisation and after plan.steps; the trained runs are returned for reuse."""
     ids = windows(corpus.val, plan)
     out, runs = {}, {}
     for cell in RECIPES:
         cfg = recipe(cell, data)
         for phase, steps in (("init", 0), ("trained", plan.steps)):
             run = short_run(f"{cell}-{phase}", cfg, corpus, steps, "norm", plan.val_chars)
-            row = {"cell": cell, "phase": phase, "val_loss": run.val_loss,
-                   **curve_summary(g.state_gradient_norms(run.model, ids, plan.burn_in))}
+            norms = g.state_gradient_norms(run.model, ids, plan.burn_in)
+            row = {"cell": cell, "phase": phase, "val_loss": run.val_loss, **curve_summary(norms)}
             if cell == "rnn":
                 row["jacobian"] = g.rnn_jacobian_stats(run.model, ids, plan.burn_in)[0]
+            if cell == "rnn" and phase == "trained":  # the NumPy reference on the same weights and windows
+                ref = g.minchar_state_gradient_norms(g.to_minchar(run.model), ids.numpy(), plan.burn_in)
+                out["minchar"] = {"curve": ref.mean(axis=0).tolist(), "max_rel_diff": float(np.abs(ref / norms - 1).max())}
             out[f"{cell}-{phase}"] = row
             runs[f"{cell}-{phase}"] = run
-    # The NumPy reference on the trained vanilla RNN's weights and the same windows.
-    rnn = runs["rnn-trained"].model
-    ref = g.minchar_state_gradient_norms(g.to_minchar(rnn), ids.numpy(), plan.burn_in)
-    ours = g.state_gradient_norms(rnn, ids, plan.burn_in)
-    out["minchar"] = {"curve": ref.mean(axis=0).tolist(), "max_rel_diff": float(np.abs(ref / ours - 1).max())}
     return out, runs
 
 
@@ -135,7 +134,7 @@ def clipping_experiment(corpus: CharCorpus, data: Path, plan: Plan, norm_run: Ru
     cfg = recipe("rnn", data)
     starts = {"recipe": None, f"orthogonal-{EXPLODING}": partial(g.set_recurrent_scale_, sigma=EXPLODING, orthogonal=True)}
     tail = max(1, plan.steps // 10)
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for start, prepare in starts.items():
         out[start] = {}
         for how in CLIPS:
@@ -144,6 +143,7 @@ def clipping_experiment(corpus: CharCorpus, data: Path, plan: Plan, norm_run: Ru
             out[start][how] = {
                 "losses": run.losses.tolist(), "grad_norms": run.grad_norms.tolist(),
                 "median_norm": float(np.median(run.grad_norms)), "max_norm": float(run.grad_norms.max()),
+                "median_head_norm": float(np.median(run.head_norms)),
                 "spikes_10x": spikes(run.grad_norms), "clipped_steps": run.clipped,
                 "final_train_loss": float(run.losses[-tail:].mean()), "val_loss": run.val_loss}
     return out
@@ -177,9 +177,9 @@ def bundled_char_lms(models: Path) -> list[tuple[str, Path, Meta, Path]]:
     found = []
     for meta_path in sorted(models.glob(f"*/*/{artifact.META_FILE}")):
         meta = Meta.load(meta_path)
-        corpus = ROOT / meta.training.get("config", {}).get("data", {}).get("path", "")
         if meta.kind != "char_lm":
             continue
+        corpus = ROOT / meta.training.get("config", {}).get("data", {}).get("path", "")  # recipes' paths: from the root
         if not corpus.is_file():
             print(f"context: skipping {meta_path.parent}: its corpus {corpus} is not here")
             continue
@@ -197,21 +197,21 @@ def context_row(name: str, predict: g.Predictor, ids: np.ndarray, plan: Plan) ->
 
 
 def context_experiment(corpus: CharCorpus, runs: dict[str, Run], models: Path, plan: Plan) -> dict[str, Any]:
-    out = {"contexts": list(plan.contexts), "full_context": plan.full_context, "rows": []}
+    rows = []
     for cell in RECIPES:
-        out["rows"].append(context_row(f"{cell} (1x128, {plan.steps} steps)", torch_predictor(runs[f"{cell}-trained"].model),
-                                       corpus.val, plan))
+        label = f"{cell} (1x{SMALL['model.hidden_size']}, {plan.steps} steps)"
+        rows.append(context_row(label, torch_predictor(runs[f"{cell}-trained"].model), corpus.val, plan))
     for name, version_dir, meta, path in bundled_char_lms(models):
         text = read_text(path)
         val_fraction = meta.training["config"]["data"].get("val_fraction", 0.1)
         ids = Tokenizer.load(version_dir / artifact.TOKENIZER_FILE).encode(text[int(len(text) * (1 - val_fraction)):])
         label = f"{name} ({meta.cell} {meta.sizes['n_layer']}x{meta.sizes['hidden_size']}, bundled)"
-        out["rows"].append(context_row(label, onnx_predictor(version_dir, meta), ids, plan))
-    return out
+        rows.append(context_row(label, onnx_predictor(version_dir, meta), ids, plan))
+    return {"contexts": list(plan.contexts), "full_context": plan.full_context, "rows": rows}
 
 
 def measure(data: Path, models: Path, plan: Plan) -> dict[str, Any]:
-    """Run the four experiments; a dict of every number and curve (results.json)."""
+    """Run the four experiments; a dict of every number and curve."""
     torch.set_num_threads(1)
     corpus = CharCorpus.from_file(data, recipe("rnn", data).data.val_fraction)
     print("1/4 gradient norm vs distance: rnn, lstm, gru at init and trained", flush=True)
@@ -226,27 +226,21 @@ def measure(data: Path, models: Path, plan: Plan) -> dict[str, Any]:
             "context": context}
 
 
-def save(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=None, separators=(",", ":"), allow_nan=True) + "\n")
-
-
 def command(out: str | Path, data: str | Path | None, models: str | Path, quick: bool) -> None:
-    """Measure everything, then write results.json, tables.md and the four PNGs under out."""
+    """Measure everything, then write tables.md and the four PNGs under out."""
     out, models = Path(out), Path(models)
-    data = Path(data or recipe_data_path())
+    data = Path(data) if data else recipe_data_path()
     if not data.is_file():
         raise FileNotFoundError(f"{data}: tiny shakespeare is not there, so nothing was measured "
                                 "(the experiments train on it; pass --data FILE to use another copy)")
     results = measure(data, models, QUICK if quick else FULL)
-    save(results, out)
+    paths = figures(results, out)
     table = tables(results)
     (out / "tables.md").write_text(table)
-    paths = figures(results, out)
     sys.stdout.write("\n" + table + "\n")
-    print(f"wrote {out / 'results.json'}, {out / 'tables.md'}, " + ", ".join(str(p) for p in paths))
+    print(f"wrote {out / 'tables.md'}, " + ", ".join(str(p) for p in paths))
 
 
-def recipe_data_path() -> str:
-    """The corpus the vanilla-RNN recipe names (relative to the repository root, where the command runs)."""
-    return json.loads((ROOT / "recipes" / RECIPES["rnn"]).read_text())["data"]["path"]
+def recipe_data_path() -> Path:
+    """The corpus the vanilla-RNN recipe names (recipes' paths are relative to the repository root)."""
+    return ROOT / json.loads((ROOT / "recipes" / RECIPES["rnn"]).read_text())["data"]["path"]

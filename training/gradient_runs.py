@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from training.config import TrainConfig
 from training.data import BPTTBatches, CharCorpus
 from training.evaluate import evaluate_lm
-from training.model import CharLM
+from training.model import CharLM, CharLMConfig
 from training.schedule import lr_at
 from training.train import make_optimizer
 
@@ -66,6 +66,7 @@ class Run:
     model: CharLM
     losses: np.ndarray  # training loss of each step (nats/char)
     grad_norms: np.ndarray  # global gradient norm of each step, before any clipping
+    head_norms: np.ndarray  # the output layer's part of it: the one gradient that does not pass back through time
     clipped: int  # steps on which the clip changed the gradient
     val_loss: float  # on the first val_chars characters of the validation split
 
@@ -77,27 +78,31 @@ def short_run(name: str, cfg: TrainConfig, corpus: CharCorpus, steps: int, clip:
     The schedule runs its warmup and full cosine decay within `steps`. Non-finite losses are recorded and
     the run goes on, so a diverging run shows as such instead of stopping the experiment.
     """
+    mcfg = cfg.model_config(vocab_size=corpus.tokenizer.vocab_size)
+    if not isinstance(mcfg, CharLMConfig):
+        raise ValueError(f"gradient runs train a char_lm recipe, not task {cfg.task!r}")
     torch.manual_seed(cfg.seed)
-    model = CharLM(cfg.model_config(vocab_size=corpus.tokenizer.vocab_size))
+    model = CharLM(mcfg)
     if prepare is not None:
         prepare(model)
     params = list(model.parameters())
     opt = make_optimizer(cfg.optim, model)
     batches = BPTTBatches(corpus.train, cfg.batch_size, cfg.seq_len, source=cfg.data.path)
-    losses, norms, clipped = np.empty(steps), np.empty(steps), 0
+    losses, norms, head_norms, clipped = np.empty(steps), np.empty(steps), np.empty(steps), 0
     model.train()
-    state = model.init_state(cfg.batch_size)
+    state = list(model.init_state(cfg.batch_size))
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, step / steps, cfg.optim)
         i = step % len(batches)
         if i == 0:
-            state = model.init_state(cfg.batch_size)  # a new pass over the text starts from the zero state
+            state = list(model.init_state(cfg.batch_size))  # a new pass over the text starts from the zero state
         x, y = batches.window(i)
         logits, *state = model(torch.from_numpy(x), *state)  # (B, T, V)
         state = [s.detach() for s in state]  # truncated BPTT: gradients stop at the window edge
         loss = F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(y).flatten())
         loss.backward()
+        head_norms[step] = torch.cat([p.grad.flatten() for p in model.head.parameters()]).norm().item()
         norms[step], changed = clip_(params, clip, cfg.optim.grad_clip, value_limit(cfg.seq_len))
         clipped += changed
         losses[step] = loss.item()
@@ -105,4 +110,4 @@ def short_run(name: str, cfg: TrainConfig, corpus: CharCorpus, steps: int, clip:
         opt.zero_grad(set_to_none=True)
     model.eval()
     val = evaluate_lm(model, corpus.val[:val_chars], batch_size=16)["loss"]
-    return Run(name, model, losses, norms, clipped, val)
+    return Run(name, model, losses, norms, head_norms, clipped, val)

@@ -114,9 +114,12 @@ def reach(curve: np.ndarray, drop: float = 1e-3) -> int | None:
 def rnn_jacobian_stats(model: CharLM, ids: torch.Tensor, burn_in: int) -> list[dict[str, float]]:
     """Per layer of a vanilla RNN: what the one-step Jacobian diag(1 - h^2) W_hh^T is made of.
 
-    sigma_max and spectral_radius of W_hh; mean_tanh_prime, the mean of 1 - h^2 over units, steps and
-    windows after burn_in; mean_bound = mean_tanh_prime * sigma_max (the typical-derivative estimate);
-    max_bound, the geometric mean over steps and windows of max_i(1 - h_i^2) * sigma_max, which bounds
+    sigma_max and spectral_radius of W_hh; mean_tanh_prime and rms_tanh_prime, the mean and root mean
+    square of d = 1 - h^2 over units, steps and windows after burn_in; mean_bound = mean_tanh_prime *
+    sigma_max, the usual back-of-envelope rate; estimate = spectral_radius * rms_tanh_prime, the rate of a
+    gradient spread evenly over the units (exact for W_hh = s Q: ‖Q^T d * g‖ = ‖d * g‖, the RMS of d for
+    an even g; and the rate of long products of W_hh is its spectral radius, not its largest singular
+    value); max_bound, the geometric mean over steps and windows of max_i(d_i) * sigma_max, which bounds
     the measured per-step factor from above.
     """
     if model.cfg.cell != "rnn":
@@ -126,9 +129,11 @@ def rnn_jacobian_stats(model: CharLM, ids: torch.Tensor, burn_in: int) -> list[d
     for layer in range(model.cfg.n_layer):
         W = getattr(model.rnn, f"weight_hh_l{layer}").detach().double().numpy()
         sigma = float(np.linalg.svd(W, compute_uv=False)[0])
+        rho = float(np.abs(np.linalg.eigvals(W)).max())
         dl = d[:, layer]
-        stats.append({"sigma_max": sigma, "spectral_radius": float(np.abs(np.linalg.eigvals(W)).max()),
-                      "mean_tanh_prime": float(dl.mean()), "mean_bound": float(dl.mean()) * sigma,
+        mean, rms = float(dl.mean()), float(np.sqrt((dl**2).mean()))
+        stats.append({"sigma_max": sigma, "spectral_radius": rho, "mean_tanh_prime": mean, "rms_tanh_prime": rms,
+                      "mean_bound": mean * sigma, "estimate": rho * rms,
                       "max_bound": float(np.exp(np.log(dl.max(axis=-1)).mean())) * sigma})
     return stats
 

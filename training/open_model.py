@@ -17,16 +17,18 @@ from training.artifact_model import OnnxCharLM, OnnxClassifier, open_artifact
 from training.checkpoint import config_of, load_checkpoint, model_of
 from training.config import TrainConfig, _build
 from training.model import CharLM, Classifier
+from training.seq2seq import Seq2Seq
+from training.subword import TokenizerPair
 
 ARTIFACT_FILES = (MODEL_FILE, META_FILE, TOKENIZER_FILE)
 
 
 @dataclass
 class Opened:
-    model: CharLM | Classifier | OnnxCharLM | OnnxClassifier
-    tokenizer: Tokenizer
+    model: CharLM | Classifier | Seq2Seq | OnnxCharLM | OnnxClassifier
+    tokenizer: Tokenizer | TokenizerPair  # a translation checkpoint's: its source and target tokenizers
     config: TrainConfig | None  # the training config, which names the data; None if an artifact does not record it
-    kind: str  # "char_lm" or "classifier"
+    kind: str  # "char_lm", "classifier" or (a checkpoint's) "translation"
     source: str  # "checkpoint" or "artifact"
 
 
@@ -70,6 +72,6 @@ def open_model(path: str | Path, threads: int = 1) -> Opened:
     if path.suffix == ".onnx":
         raise ValueError(f"{path} is a graph alone: pass the model directory that holds it with {META_FILE} and {TOKENIZER_FILE}")
     ckpt = load_checkpoint(path)
-    model, tok = model_of(ckpt)
+    model, tokenizer = model_of(ckpt)
     cfg = config_of(ckpt)
-    return Opened(model, tok, cfg, cfg.task, "checkpoint")
+    return Opened(model, tokenizer, cfg, cfg.task, "checkpoint")

@@ -1,4 +1,4 @@
-"""What differs between training a char LM and a classifier: data, model, one step, evaluation.
+"""What differs between training a char LM, a classifier and a translator: data, model, one step, evaluation.
 
 Each task owns its data position so a checkpoint can resume at the exact next batch.
 """
@@ -20,6 +20,7 @@ from training.model import CharLM, Classifier
 from training.precision import autocast
 from training.precision import check as check_precision
 from training.sample import generate
+from training.translation_task import TranslationTask
 
 
 class LMTask:
@@ -135,5 +136,5 @@ class ClassifierTask:
         self.rng.bit_generator.state = s["rng"]
 
 
-def make_task(cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> LMTask | ClassifierTask:
-    return (LMTask if cfg.task == "char_lm" else ClassifierTask)(cfg, ckpt)
+def make_task(cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> LMTask | ClassifierTask | TranslationTask:
+    return {"char_lm": LMTask, "classifier": ClassifierTask, "translation": TranslationTask}[cfg.task](cfg, ckpt)

@@ -35,7 +35,8 @@ def model_info(m: Model, latest: bool) -> pb.ModelInfo:
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
-    """Generate, Classify and Trace go to the handler of the model's kind (service/kinds/); listings are served here."""
+    """Generate, Classify, Trace, Translate and TranslateBatch go to the handler of the model's kind (service/kinds/);
+    listings are served here."""
 
     def __init__(self, host: ModelHost) -> None:
         self.host, self.settings = host, host.settings
@@ -58,6 +59,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Trace(self, request: pb.TraceRequest, context) -> AsyncIterator[pb.TraceResponse]:  # noqa: N802
         async for reply in self._handler("Trace", request.model, request.version)(request):
             yield reply
+
+    @rpc
+    async def Translate(self, request: pb.TranslateRequest, context) -> AsyncIterator[pb.TranslateResponse]:  # noqa: N802
+        async for reply in self._handler("Translate", request.model, request.version)(request):
+            yield reply
+
+    @rpc
+    async def TranslateBatch(self, request: pb.TranslateBatchRequest, context) -> pb.TranslateBatchResponse:  # noqa: N802
+        return await self._handler("TranslateBatch", request.model, request.version)(request)
 
     @rpc
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:  # noqa: N802

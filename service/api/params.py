@@ -38,10 +38,7 @@ def generate_params(req, tok: Tokenizer, s: Settings) -> GenerateParams:  # req:
     for i, seq in enumerate(req.stop):
         if not seq or len(seq) > s.max_stop_chars:
             raise InvalidArgument(f"stop[{i}]", f"must have 1..{s.max_stop_chars} characters, got {len(seq)}")
-    if req.flush_chars > MAX_FLUSH_CHARS:
-        raise InvalidArgument("flush_chars", f"must be in 0..{MAX_FLUSH_CHARS} (0 = server default), got {req.flush_chars}")
-    if req.flush_ms > MAX_FLUSH_MS:
-        raise InvalidArgument("flush_ms", f"must be in 0..{MAX_FLUSH_MS} (0 = server default), got {req.flush_ms}")
+    flush_chars, flush_s = flush(req, s)
     return GenerateParams(
         prompt_ids=tok.encode(req.prompt),
         max_tokens=max_tokens,
@@ -51,9 +48,18 @@ def generate_params(req, tok: Tokenizer, s: Settings) -> GenerateParams:  # req:
         seed=req.seed if req.HasField("seed") else secrets.randbits(63),
         stop=tuple(req.stop),
         logprobs=req.logprobs,
-        flush_chars=min(req.flush_chars or s.flush_chars, MAX_FLUSH_CHARS),
-        flush_s=(req.flush_ms or s.flush_ms) / 1000,
+        flush_chars=flush_chars,
+        flush_s=flush_s,
     )
+
+
+def flush(req, s: Settings) -> tuple[int, float]:  # req: a streaming request with flush_chars and flush_ms
+    """When a stream sends what is ready: (characters, seconds), the server's defaults for 0."""
+    if req.flush_chars > MAX_FLUSH_CHARS:
+        raise InvalidArgument("flush_chars", f"must be in 0..{MAX_FLUSH_CHARS} (0 = server default), got {req.flush_chars}")
+    if req.flush_ms > MAX_FLUSH_MS:
+        raise InvalidArgument("flush_ms", f"must be in 0..{MAX_FLUSH_MS} (0 = server default), got {req.flush_ms}")
+    return min(req.flush_chars or s.flush_chars, MAX_FLUSH_CHARS), (req.flush_ms or s.flush_ms) / 1000
 
 
 def classify_rows(req, tok: Tokenizer, s: Settings) -> list[np.ndarray]:  # req: rnnserve.v1.ClassifyRequest

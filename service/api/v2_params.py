@@ -15,6 +15,8 @@ from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 INT_PARAMS = ("max_tokens", "top_k", "seed", "flush_chars", "flush_ms")
 FLOAT_PARAMS = ("temperature", "top_p")
 LM_PARAMS = (*INT_PARAMS, *FLOAT_PARAMS, "stop")
+TRANSLATE_INT_PARAMS = ("beam_size", "max_tokens", "flush_chars", "flush_ms")
+TRANSLATE_PARAMS = (*TRANSLATE_INT_PARAMS, "length_penalty")
 RESERVED_PREFIX = "triton_"  # set by clients for the server itself (e.g. triton_enable_empty_final_response)
 FINAL = "triton_final_response"  # Triton's marker of a decoupled stream's last response to a request
 
@@ -133,6 +135,22 @@ def _stop(v: object) -> list[str]:
     if isinstance(seqs, list) and all(isinstance(s, str) for s in seqs):
         return seqs
     return [v]
+
+
+def translate_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> tuple[list[str], pb.TranslateRequest]:
+    """The texts, and a native TranslateRequest carrying the search and flush options for
+    service.api.translate_params to validate like any other."""
+    texts = input_texts(req, model, spec)
+    native = pb.TranslateRequest(model=model)
+    for k, v in _check_params(req, model, TRANSLATE_PARAMS).items():
+        integer = k in TRANSLATE_INT_PARAMS
+        if isinstance(v, bool) or not isinstance(v, int if integer else int | float):
+            raise InvalidArgument(f"parameters.{k}", f"must be {'an integer' if integer else 'a number'}, got {v!r}")
+        try:
+            setattr(native, k, v)
+        except (ValueError, TypeError):
+            raise InvalidArgument(f"parameters.{k}", f"{v} is out of range") from None
+    return texts, native
 
 
 def classify_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> pb.ClassifyRequest:

@@ -6,9 +6,39 @@ each kind's meta.json must say) are re-exported here; tokenizer, sampling, graph
 bytes) and corpus (the data a recipe names) are imported from their modules.
 """
 
-from service.artifact.files import MAX_BYTES, META_FILE, MODEL_FILE, TOKENIZER_FILE, parse_json, read_inside, read_member, shown
-from service.artifact.kinds import KINDS, StateSpec, state_specs
-from service.artifact.meta import CELLS, FORMAT, LENGTHS, LOGITS, MAX_SIZES, TOKENS, Meta
+from service.artifact.files import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    MAX_BYTES,
+    META_FILE,
+    MODEL_FILE,
+    SOURCE_TOKENIZER_FILE,
+    TARGET_TOKENIZER_FILE,
+    TOKENIZER_FILE,
+    parse_json,
+    read_inside,
+    read_member,
+    shown,
+)
+from service.artifact.kinds import KINDS, TRANSLATOR_KEYS, StateSpec, state_specs
+from service.artifact.meta import (
+    ATTENTION,
+    CELLS,
+    FORMAT,
+    KEYS,
+    LENGTHS,
+    LOGITS,
+    MAX_SIZES,
+    MEMORY,
+    PREV_TOKEN,
+    SRC,
+    SRC_LENGTHS,
+    SRC_MASK,
+    TOKENS,
+    Meta,
+)
 
-__all__ = ["CELLS", "FORMAT", "KINDS", "LENGTHS", "LOGITS", "MAX_BYTES", "MAX_SIZES", "META_FILE", "MODEL_FILE",
-           "TOKENIZER_FILE", "TOKENS", "Meta", "StateSpec", "parse_json", "read_inside", "read_member", "shown", "state_specs"]
+__all__ = ["ATTENTION", "CELLS", "DECODER_FILE", "ENCODER_FILE", "FORMAT", "KEYS", "KINDS", "LENGTHS", "LOGITS",
+           "MAX_BYTES", "MAX_SIZES", "MEMORY", "META_FILE", "MODEL_FILE", "PREV_TOKEN", "SOURCE_TOKENIZER_FILE", "SRC",
+           "SRC_LENGTHS", "SRC_MASK", "TARGET_TOKENIZER_FILE", "TOKENIZER_FILE", "TOKENS", "TRANSLATOR_KEYS", "Meta",
+           "StateSpec", "parse_json", "read_inside", "read_member", "shown", "state_specs"]

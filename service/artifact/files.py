@@ -12,12 +12,18 @@ from typing import Any
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "meta.json"
+# A translator holds two graphs and one `tokenizers` JSON file per language instead of model.onnx and tokenizer.json.
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+SOURCE_TOKENIZER_FILE = "source.tokenizer.json"
+TARGET_TOKENIZER_FILE = "target.tokenizer.json"
 
 # The most bytes read from each file: an artifact is untrusted input and must not exhaust memory.
 # meta.json is ~2.5 KiB, and ModelInfo carries its labels, description and evaluation: at 64 KiB,
 # ListModels of 50 models still fits gRPC's 4 MiB message. A word tokenizer of 14k words is
 # 200 KiB; protobuf caps a graph at 2 GiB.
-MAX_BYTES = {META_FILE: 64 << 10, TOKENIZER_FILE: 32 << 20, MODEL_FILE: 2 << 30}
+MAX_BYTES = {META_FILE: 64 << 10, TOKENIZER_FILE: 32 << 20, MODEL_FILE: 2 << 30, ENCODER_FILE: 2 << 30,
+             DECODER_FILE: 2 << 30, SOURCE_TOKENIZER_FILE: 32 << 20, TARGET_TOKENIZER_FILE: 32 << 20}
 MAX_JSON_DEPTH = 32  # meta.json nests 5 levels; the service walks it recursively (ModelInfo.evaluation)
 INT64 = 1 << 63  # meta.json sizes travel as int64 in ModelInfo
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import onnx
 from google.protobuf.message import DecodeError, Message
 
-_RECURRENT = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
+# DynamicQuantizeLSTM: ONNX Runtime's int8-weight LSTM (an int8 artifact, training/quantize.py).
+_RECURRENT = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "DynamicQuantizeLSTM": "lstm"}
 
 
 def _walk(message: Message):

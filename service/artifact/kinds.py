@@ -6,9 +6,12 @@ contract (the server's side of a kind is in service/kinds/). A new kind adds its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from service.artifact.files import DECODER_FILE, ENCODER_FILE, SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE
 
 if TYPE_CHECKING:
     from service.artifact.meta import Meta
@@ -30,14 +33,19 @@ def state_specs(cell: str, n_layer: int, hidden_size: int) -> list[StateSpec]:
     return [StateSpec(i, o, n_layer, hidden_size) for i, o in names]
 
 
-def _char_lm(meta: Meta) -> None:
-    """A char LM's state is exactly what its cell carries at its sizes; it has no labels."""
+def _stateful(meta: Meta) -> None:
+    """A step graph's state is exactly what its cell carries at its sizes; it has no labels."""
     expected = state_specs(meta.cell, meta.sizes["n_layer"], meta.sizes["hidden_size"])
     if meta.state != expected:
         raise ValueError(f"meta.json state {[asdict(s) for s in meta.state]} is not what a {meta.cell} of these sizes "
                          f"carries: {[asdict(s) for s in expected]}")
     if meta.labels:
-        raise ValueError("meta.json of a char_lm must not list labels")
+        raise ValueError(f"meta.json of a {meta.kind} must not list labels")
+
+
+def _char_lm(meta: Meta) -> None:
+    """A char LM's state is exactly what its cell carries at its sizes; it has no labels."""
+    _stateful(meta)
 
 
 def _classifier(meta: Meta) -> None:
@@ -51,5 +59,55 @@ def _classifier(meta: Meta) -> None:
                          f"{len(meta.labels)} labels")
 
 
-RULES: dict[str, Callable[[Meta], None]] = {"char_lm": _char_lm, "classifier": _classifier}
+# The objects of meta.json's `translator` section.
+TRANSLATOR_KEYS = ("encoder", "decoder", "tokenizers", "languages", "special_ids", "max_len", "beam")
+TRANSLATOR_FILES = {("encoder", "file"): ENCODER_FILE, ("decoder", "file"): DECODER_FILE,
+                    ("tokenizers", "source"): SOURCE_TOKENIZER_FILE, ("tokenizers", "target"): TARGET_TOKENIZER_FILE}
+SPECIALS = ("pad", "unk", "bos", "eos")
+MAX_SRC_VOCAB = 1 << 22  # as sizes.vocab_size (meta.MAX_SIZES)
+MAX_WIDTH = 1 << 16  # as sizes.hidden_size
+MAX_LEN_A, MAX_LEN_B = 64.0, 1 << 16  # a length rule beyond these is a mistake, not a model
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _translator(meta: Meta) -> None:
+    """A translator's decoder state is what its cell carries; it names its files (the contract's names), the
+    special token ids (inside both vocabularies), a max-length rule and the beam settings its BLEU used."""
+    _stateful(meta)  # of its decoder-step graph
+    sizes, t = meta.sizes, meta.translator
+    missing = [k for k in TRANSLATOR_KEYS if not isinstance(t.get(k), dict)]
+    if missing:
+        raise ValueError(f"meta.json translator lacks the object(s) {missing}")
+    for (section, key), name in TRANSLATOR_FILES.items():
+        if t[section].get(key) != name:
+            raise ValueError(f"meta.json translator.{section}.{key} must be {name!r}, got {t[section].get(key)!r:.60}")
+    for key, limit in (("src_vocab_size", MAX_SRC_VOCAB), ("memory_size", MAX_WIDTH)):
+        if not (type(sizes.get(key)) is int and 0 < sizes[key] <= limit):
+            raise ValueError(f"meta.json sizes.{key} must be an integer from 1 to {limit}, got {sizes.get(key)!r:.40}")
+    ids = t["special_ids"]
+    vocab = min(sizes["vocab_size"], sizes["src_vocab_size"])
+    for name in SPECIALS:
+        if not (type(ids.get(name)) is int and 0 <= ids[name] < vocab):
+            raise ValueError(f"meta.json translator.special_ids.{name} must be a token id of both vocabularies "
+                             f"(0 to {vocab - 1}), got {ids.get(name)!r:.40}")
+    if len({ids[name] for name in SPECIALS}) != len(SPECIALS):
+        raise ValueError(f"meta.json translator.special_ids must be distinct, got {ids}")
+    rule = t["max_len"]
+    if not (_number(rule.get("a")) and 0 <= rule["a"] <= MAX_LEN_A and type(rule.get("b")) is int
+            and 1 <= rule["b"] <= MAX_LEN_B):
+        raise ValueError(f"meta.json translator.max_len needs a number a in 0..{MAX_LEN_A:g} and an integer b in "
+                         f"1..{MAX_LEN_B} (at most floor(a * source_tokens + b) target tokens)")
+    beam = t["beam"]
+    if not (type(beam.get("beam_size")) is int and beam["beam_size"] >= 1):
+        raise ValueError("meta.json translator.beam.beam_size must be an integer >= 1")
+    if not (_number(beam.get("length_penalty")) and beam["length_penalty"] >= 0):
+        raise ValueError("meta.json translator.beam.length_penalty must be a number >= 0")
+
+
+RULES: dict[str, Callable[[Meta], None]] = {"char_lm": _char_lm, "classifier": _classifier, "translator": _translator}
+# meta.json sections that belong to one kind: any other kind must leave them empty.
+OWN_SECTIONS = {"translator": "translator"}
 KINDS = tuple(RULES)

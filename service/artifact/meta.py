@@ -12,16 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from service.artifact.files import MAX_BYTES, META_FILE, parse_json, read_inside
-from service.artifact.kinds import KINDS, RULES, StateSpec
+from service.artifact.kinds import KINDS, OWN_SECTIONS, RULES, StateSpec
 
 FORMAT = "rnnserve.artifact/v1"
 CELLS = ("rnn", "lstm", "gru")
+PRECISIONS = ("fp32", "int8")
 
 # Graph I/O names. A char LM graph is tokens[B,T] + state -> logits[B,T,V] + new state;
 # a classifier graph is tokens[B,T] + lengths[B] -> logits[B,C].
 TOKENS = "tokens"
 LENGTHS = "lengths"
 LOGITS = "logits"
+# A translator's encoder graph is src[B,S] + src_lengths[B] -> memory[B,S,M] + keys[B,S,H] + h0[L,B,H];
+# its decoder graph is one step: prev_token[B] + h0 + memory + keys + src_mask[B,S] (bool, true at real
+# tokens) -> logits[B,V] + hn[L,B,H] + attention[B,S]. The state names are the decoder cell's (state_specs).
+SRC = "src"
+SRC_LENGTHS = "src_lengths"
+MEMORY = "memory"
+KEYS = "keys"
+PREV_TOKEN = "prev_token"
+SRC_MASK = "src_mask"
+ATTENTION = "attention"
 
 # Bounds on meta.json sizes: beyond them, the load-time self-check would ask for gigabytes of state and logits.
 MAX_SIZES = {"n_layer": 256, "hidden_size": 1 << 16, "vocab_size": 1 << 22}
@@ -39,7 +50,10 @@ class Meta:
     `sizes` holds n_layer, n_embd, hidden_size, vocab_size (+ bidirectional, n_class for classifiers);
     `training` is the resolved training config, `data` names each data file with its sha256,
     `evaluation` the measured figures, `versions` the library versions and opset,
-    `runtime` the serving hints measured at export (best intra-op thread count).
+    `runtime` the serving hints measured at export (best intra-op thread count);
+    `precision` the graph's weights: "fp32" as exported, "int8" as quantized (python -m training quantize);
+    `translator` (translators only) the graphs' files and I/O names, the tokenizer files, the languages,
+    the special token ids, the max-length rule and the beam settings the reported BLEU used.
     """
 
     kind: str
@@ -53,14 +67,16 @@ class Meta:
     versions: dict[str, Any] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    precision: str = "fp32"
     format: str = FORMAT
+    translator: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Every field checked for type and range: meta.json is untrusted input, and a lie must fail here."""
-        for key in ("format", "kind", "cell", "description"):
+        for key in ("format", "kind", "cell", "description", "precision"):
             if not isinstance(getattr(self, key), str):
                 raise ValueError(f"meta.json {key} must be a string")
-        for key in ("sizes", "training", "data", "evaluation", "versions", "runtime"):
+        for key in ("sizes", "training", "data", "evaluation", "versions", "runtime", "translator"):
             if not isinstance(getattr(self, key), dict):
                 raise ValueError(f"meta.json {key} must be an object")
         if self.format != FORMAT:
@@ -69,6 +85,8 @@ class Meta:
             raise ValueError(f"meta.json kind {self.kind!r} is not one of {KINDS}")
         if self.cell not in CELLS:
             raise ValueError(f"meta.json cell {self.cell!r} is not one of {CELLS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"meta.json precision {self.precision!r:.40} is not one of {PRECISIONS}")
         for key, limit in MAX_SIZES.items():
             if not _positive_int(self.sizes.get(key), limit):
                 raise ValueError(f"meta.json sizes.{key} must be an integer from 1 to {limit}, got {self.sizes.get(key)!r:.40}")
@@ -77,6 +95,9 @@ class Meta:
             raise ValueError(f"meta.json runtime.intra_op_num_threads must be an integer from 1 to {MAX_THREADS}")
         self._check_state()
         self._check_labels()
+        for section, owner in OWN_SECTIONS.items():
+            if getattr(self, section) and self.kind != owner:
+                raise ValueError(f"meta.json of a {self.kind} must not have a {section} section")
         RULES[self.kind](self)
 
     def _check_state(self) -> None:

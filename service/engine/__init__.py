@@ -1,4 +1,5 @@
-"""Scheduling and batching: continuous decode batching of Generate streams, dynamic batching of Classify texts.
+"""Scheduling and batching: continuous decode batching of Generate streams (scheduler.py) and of encoder-decoder
+requests such as Translate (seq2seq.py), both around loop.py's decode thread; dynamic batching of Classify texts.
 
 Each loaded model version gets one engine, made by its kind (service/kinds/); the server and the
 reloader see it only as an Engine.

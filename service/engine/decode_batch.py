@@ -69,10 +69,11 @@ class DecodeBatch:
         self._flags()
 
     def next_event(self) -> tuple[int, float]:
-        """The first step at which a row reaches max_tokens or flush_chars, and the first flush_ms deadline."""
+        """The first step at which a row sends its first text, reaches max_tokens or flush_chars; the first flush_ms deadline."""
         if not self.streams:
             return 2**62, np.inf
         last = np.minimum(self.joined + self.max_tokens, self.unsent + self.flush_chars) - 1
+        last = np.where(self.unsent == self.joined, self.joined, last)
         return int(last.min()), float((self.t_sent + self.flush_s).min())
 
     def _flags(self) -> None:

@@ -1,20 +1,15 @@
 """Continuous batching of Generate streams: one decode thread per model, one ONNX Runtime call per step for all streams.
 
-Each loop iteration: drop cancelled streams, admit waiting ones into free slots, run one
-prefill call for prompts being read (at most prefill_chunk characters, so decoding never
-stalls for long), then one decode step (T = 1) for every stream whose prompt is read.
-Streams join at the next step and leave the step they finish. An ordinary step is an ORT
-call, the sampler and three array writes. Text goes back in chunks through an outbox that the
-event loop polls every deliver_ms while streams are open: waking the loop from this thread
-would release the GIL in the middle of a step and hand it to the loop for its whole burst.
-Stop sequences are stops.py's business, each stream's random draws draws.py's.
+Each loop iteration (loop.py: drop cancelled streams, admit waiting ones into free slots) runs one
+prefill call for prompts being read (at most prefill_chunk characters, so decoding never stalls
+for long), then one decode step (T = 1) for every stream whose prompt is read. Streams join at
+the next step and leave the step they finish. An ordinary step is an ORT call, the sampler and
+three array writes. Stop sequences are stops.py's business, each stream's random draws draws.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 import time
 
 import numpy as np
@@ -24,31 +19,28 @@ from service.artifact.tokenizer import Tokenizer
 from service.engine import stops
 from service.engine.decode_batch import DecodeBatch
 from service.engine.draws import Draws
+from service.engine.loop import DecodeLoop
 from service.engine.stream import MAX_FLUSH_CHARS, Chunk, Finished, GenerateParams, Stream
-from service.errors import ResourceExhausted, Unavailable
 from service.metrics import GenerateMetrics
 from service.models.runners import LMRunner
 from service.settings import Settings
 
-log = logging.getLogger("rnnserve")
-
 HIST = MAX_FLUSH_CHARS  # generated ids kept per slot: a row never holds more unsent characters than flush_chars
 
 
-class Scheduler:
+class Scheduler(DecodeLoop[Stream]):
     """The char LM's engine: streams submitted on the event loop, decoded together on the model's own thread.
 
-    The thread (start) calls run_once, one iteration of the decode loop, and the event loop calls
-    deliver, which hands the streams what it produced; a test can call both itself, step by step.
+    Admission, cancellation and delivery are the DecodeLoop's (service/engine/loop.py); a test can call
+    run_once and deliver itself, step by step.
     """
 
     def __init__(self, name: str, version: int, runner: LMRunner, tokenizer: Tokenizer, settings: Settings,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.name, self.version, self.runner, self.loop = name, version, runner, loop
-        self.max_streams, self.max_queue = settings.max_streams, settings.max_queue
-        self.prefill_batch, self.prefill_chunk = settings.prefill_batch, settings.prefill_chunk
-        self.deliver_s = settings.deliver_ms / 1000
         self.m = GenerateMetrics.bind(name, version)
+        super().__init__(name, version, settings, loop, self.m)
+        self.runner = runner
+        self.prefill_batch, self.prefill_chunk = settings.prefill_batch, settings.prefill_chunk
         V, S = runner.vocab_size, settings.max_streams
         self.banned = tokenizer.unk_id  # never sampled: it stands for no character (see sampling.sample)
         # One character per id; special tokens render as U+FFFD so that every step is one character.
@@ -59,137 +51,45 @@ class Scheduler:
         self.hist_lp = np.zeros((S, HIST), np.float32)  # and their log-probabilities
         self.draws = Draws(S)
         self.stops = stops.StopTable(self.texts, S)
-        self.free = list(range(S - 1, -1, -1))
         self.batch = DecodeBatch(runner.zero_state(0))
         self.prefilling: list[Stream] = []
-        self.waiting: list[Stream] = []  # taken from the inbox, waiting for a slot
         self.step = 0  # number of the next decode step
         self.event_step, self.deadline = self.batch.next_event()
         self.n_new = 0  # rows appended since the last step (they get their first character from it)
         self.last_step = 0.0
         self.uncounted = 0  # generated characters not yet added to the Prometheus counter
-        # Shared with the event loop, under the lock.
-        self.lock = threading.Lock()
-        self.inbox: list[Stream] = []
-        self.cancels: list[Stream] = []
-        self.outbox: list[tuple[Stream, Chunk | Exception]] = []
-        self.polling = False  # event-loop side: a _deliver is scheduled
-        self.wake = threading.Event()
-        self.stopping = False
-        self.n_open = 0  # event-loop side: submitted and not yet closed
-        self.thread = threading.Thread(target=self._run, name=f"decode-{name}-{version}", daemon=True)
-
-    def start(self) -> None:
-        """Start decoding on the model's own thread."""
-        self.thread.start()
 
     # ---- event-loop side
     def submit(self, params: GenerateParams) -> Stream:
-        if self.stopping:
-            raise Unavailable("the server is shutting down")
-        if self.n_open >= self.max_streams + self.max_queue:
-            raise ResourceExhausted(f"model {self.name!r} has {self.max_streams} streams running and "
-                                    f"{self.max_queue} waiting (the limits); retry later")
+        """Start a stream (UNAVAILABLE when stopping, RESOURCE_EXHAUSTED when the queue is full)."""
         stream = Stream(params)
-        self.n_open += 1
-        self.m.queued.inc()
-        with self.lock:
-            self.inbox.append(stream)
-        self.wake.set()
-        if not self.polling:
-            self.polling = True
-            self.loop.call_later(self.deliver_s, self.deliver)
+        self._enqueue([stream])
         return stream
 
-    def cancel(self, stream: Stream) -> None:
-        """The client went away or its deadline passed: free the slot at the next step."""
-        if stream.closed:
-            return
-        stream.closed = True
-        self.n_open -= 1
-        with self.lock:
-            self.cancels.append(stream)
-        self.wake.set()
+    # ---- decode thread: the DecodeLoop hooks
+    def _busy(self) -> bool:
+        return bool(self.batch) or bool(self.prefilling)
 
-    def deliver(self) -> None:
-        """Hand the outbox to the streams; poll again while any stream is open."""
-        with self.lock:
-            events, self.outbox = self.outbox, []
-        for stream, item in events:
-            if stream.closed:
-                continue
-            stream.put(item)
-            if isinstance(item, Exception) or item.finished is not None:
-                stream.closed = True
-                self.n_open -= 1
-        if self.n_open or self.outbox:
-            self.loop.call_later(self.deliver_s, self.deliver)
-        else:
-            self.polling = False
-
-    async def close(self) -> None:
-        """Stop the decode thread; it fails the streams it still holds with UNAVAILABLE."""
-        self.stopping = True
-        self.wake.set()
-        await asyncio.to_thread(self.thread.join, 5)
-
-    # ---- decode thread
-    def _post(self, events: list[tuple[Stream, Chunk | Exception]]) -> None:
-        with self.lock:
-            self.outbox.extend(events)
-
-    @property
-    def idle(self) -> bool:
-        """Nothing to decode and nothing to admit until a request or a cancel arrives."""
-        return not (self.batch or self.prefilling or (self.waiting and self.free))
-
-    def run_once(self) -> None:
-        """One iteration of the decode loop: take new and cancelled streams, admit, one prefill call, one decode step."""
-        self._mail()
+    def _work(self) -> None:
         if self.prefilling:
             self._prefill()
         if self.batch:
             self._step()
 
-    def _run(self) -> None:
-        while not self.stopping:
-            try:
-                if self.idle:
-                    self.wake.wait()
-                self.wake.clear()
-                self.run_once()
-            except Exception as err:  # a bug or a runtime failure: fail the streams in flight, keep serving
-                log.exception("decode loop of %s version %s failed", self.name, self.version)
-                self._fail_all(err)
-        self._fail_all(Unavailable("the server is shutting down"), waiting=True)
+    def _drop(self, gone: set[int]) -> None:
+        for s in self.prefilling:
+            if id(s) in gone:
+                self._release(s)
+        self.prefilling = [s for s in self.prefilling if id(s) not in gone]
+        rows = [i for i, s in enumerate(self.batch.streams) if id(s) not in gone]
+        if len(rows) < len(self.batch):
+            for i in set(range(len(self.batch))) - set(rows):
+                self._release(self.batch.streams[i])
+            self._keep(np.array(rows, np.int64))
 
-    def _mail(self) -> None:
-        """Take new and cancelled streams from the event loop; admit waiting streams into free slots."""
-        with self.lock:
-            inbox, self.inbox = self.inbox, []
-            cancels, self.cancels = self.cancels, []
-        self.waiting.extend(inbox)
-        if cancels:
-            gone = set(map(id, cancels))
-            n_waiting = len(self.waiting)
-            self.waiting = [s for s in self.waiting if id(s) not in gone]
-            self.m.queued.dec(n_waiting - len(self.waiting))
-            for s in self.prefilling:
-                if id(s) in gone:
-                    self._release(s)
-            self.prefilling = [s for s in self.prefilling if id(s) not in gone]
-            rows = [i for i, s in enumerate(self.batch.streams) if id(s) not in gone]
-            if len(rows) < len(self.batch):
-                for i in set(range(len(self.batch))) - set(rows):
-                    self._release(self.batch.streams[i])
-                self._keep(np.array(rows, np.int64))
+    def _admit(self, streams: list[Stream]) -> None:
         joined = []
-        while self.waiting and self.free:
-            s = self.waiting.pop(0)
-            s.slot, s.admitted = self.free.pop(), time.perf_counter()
-            self.m.queued.dec()
-            self.m.active.inc()
-            self.m.queue_wait.observe(s.admitted - s.arrival)
+        for s in streams:
             self.stops.admit(s.slot, s.params.stop)
             s.state = self.runner.zero_state(1)
             (self.prefilling if len(s.todo) else joined).append(s)
@@ -198,9 +98,7 @@ class Scheduler:
 
     def _release(self, s: Stream) -> None:
         self.stops.release(s.slot)
-        self.free.append(s.slot)
-        s.slot = -1
-        self.m.active.dec()
+        super()._release(s)
 
     def _prefill(self) -> None:
         """One call reads the next T characters of up to prefill_batch prompts (T: the shortest remainder, capped)."""
@@ -274,14 +172,17 @@ class Scheduler:
         done = generated >= b.max_tokens
         if stopped:
             done[stopped] = True
-        flush = done | (k + 1 - b.unsent >= b.flush_chars) | (now - b.t_sent >= b.flush_s)
+        timed = done | (k + 1 - b.unsent >= b.flush_chars) | (now - b.t_sent >= b.flush_s)
+        # A row's first characters go out as soon as they exist (time to first text = time to first
+        # character); later chunks follow flush_chars/flush_ms, on the row's staggered clock.
+        flush = timed | (b.unsent == b.joined)
         events = []
         for i in np.flatnonzero(flush).tolist():
             chunk = self._flush(i, k, now, bool(done[i]), int(generated[i]))
             if chunk is not None:
                 events.append((b.streams[i], chunk))
         b.unsent[flush] = k + 1
-        b.t_sent[flush] = now
+        b.t_sent[timed] = now
         if done.any():
             for i in np.flatnonzero(done).tolist():
                 self._release(b.streams[i])
@@ -305,7 +206,7 @@ class Scheduler:
         s.stop_len = stops.ending(self._unsent(i, k), s.params.stop)
         return s.stop_len > 0
 
-    def _flush(self, i: int, k: int, now: float, final: bool, generated: int) -> Chunk | None:
+    def _flush(self, i: int, k: int, now: float, final: bool, generated: int) -> Chunk[Finished] | None:
         b = self.batch
         s, p = b.streams[i], b.streams[i].params
         text = self._unsent(i, k)
@@ -322,18 +223,10 @@ class Scheduler:
                                 s.first - s.arrival, now - s.arrival, s.admitted - s.arrival)
         return Chunk(text, lps, finished) if text or finished else None
 
-    def _fail_all(self, err: Exception, waiting: bool = False) -> None:
-        """Fail every stream holding a slot (and, at shutdown, every waiting one); reset to an empty batch."""
-        streams = self.batch.streams + self.prefilling
-        for s in streams:
-            self._release(s)
-        if waiting:
-            with self.lock:
-                streams += self.waiting + self.inbox
-                self.m.queued.dec(len(self.waiting) + len(self.inbox))
-                self.waiting, self.inbox = [], []
+    def _holding(self) -> list[Stream]:
+        return self.batch.streams + self.prefilling
+
+    def _reset(self) -> None:
         self.batch, self.prefilling, self.n_new = DecodeBatch(self.runner.zero_state(0)), [], 0
         self.event_step, self.deadline = self.batch.next_event()
         self.draws.clear()
-        if streams:
-            self._post([(s, err) for s in streams])

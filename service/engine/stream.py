@@ -1,4 +1,5 @@
-"""One Generate request as the scheduler sees it (its validated parameters), and the chunks it hands back to the event loop."""
+"""A request as a continuously batched engine sees it (StreamBase; a Generate request: Stream with its validated
+parameters), and the chunks it hands back to the event loop."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import time
 from array import array
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
+
+F = TypeVar("F")
 
 MAX_FLUSH_CHARS = 4096  # the most characters a stream may ask to have sent together (the scheduler keeps as many)
 
@@ -38,21 +42,21 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Chunk(Generic[F]):
     text: str
     logprobs: list[float] | None = None
-    finished: Finished | None = None
+    finished: F | None = None  # on the last chunk: how the request ended (Generate: Finished)
 
 
 UNSENT_PARTS = 64  # unsent text pieces kept apart; beyond this they are joined into one string
 
 
-class Stream:
+class StreamBase(Generic[F]):
     """Created on the event loop; owned by the decode thread from admission until it finishes or is cancelled."""
 
-    def __init__(self, params: GenerateParams) -> None:
-        self.params = params
+    def __init__(self, rows: int = 1) -> None:
         self.arrival = time.perf_counter()
+        self.rows = rows  # rows of the decode batch it holds once admitted
         # Event-loop side: what the decode thread produced and the handler has not taken yet. A client
         # that reads slowly (or not at all) gets all of it as one message when it reads again, so the
         # backlog costs about a byte per character (4 more with log-probabilities), never a message each:
@@ -61,22 +65,14 @@ class Stream:
         self.unsent: list[str] = []
         self.unsent_lp: array[float] | None = None
         self.unsent_chars = 0
-        self.finished: Finished | None = None
+        self.finished: F | None = None
         self.error: Exception | None = None
         self.closed = False  # event-loop side: finished, failed or cancelled
         # decode-thread side
-        self.rng = np.random.default_rng(params.seed)  # this stream's own draws: same text alone or batched
         self.slot = -1  # -1 unless the stream holds a slot
-        self.todo = params.prompt_ids[:-1]  # prefill reads all but the last prompt character...
-        self.pos = 0  # ...of which this many are read
-        self.state: list[np.ndarray] = []  # (L, 1, H) each while prefilling
         self.admitted = 0.0
-        self.first = 0.0
-        self.held = ""  # generated text not sent yet because it may be the start of a stop sequence
-        self.held_lp: list[float] = []
-        self.stop_len = 0  # length of the stop sequence that ended the stream
 
-    def put(self, item: Chunk | Exception) -> None:
+    def put(self, item: Chunk[F] | Exception) -> None:
         """Event-loop side: add what the decode thread delivered to the unsent backlog."""
         if isinstance(item, Exception):
             self.error = item
@@ -93,12 +89,12 @@ class Stream:
             self.finished = item.finished
         self.ready.set()
 
-    def _take(self) -> Chunk:
+    def _take(self) -> Chunk[F]:
         chunk = Chunk("".join(self.unsent), None if self.unsent_lp is None else self.unsent_lp.tolist(), self.finished)
         self.unsent, self.unsent_lp, self.unsent_chars = [], None, 0
         return chunk
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def chunks(self) -> AsyncIterator[Chunk[F]]:
         """Text as it is produced, merged while the reader was away; the last chunk carries `finished`.
 
         Raises what failed the stream.
@@ -112,3 +108,19 @@ class Stream:
             yield chunk
             if chunk.finished is not None:
                 return
+
+
+class Stream(StreamBase[Finished]):
+    """One Generate request."""
+
+    def __init__(self, params: GenerateParams) -> None:
+        super().__init__()
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)  # this stream's own draws: same text alone or batched
+        self.todo = params.prompt_ids[:-1]  # prefill reads all but the last prompt character...
+        self.pos = 0  # ...of which this many are read
+        self.state: list[np.ndarray] = []  # (L, 1, H) each while prefilling
+        self.first = 0.0
+        self.held = ""  # generated text not sent yet because it may be the start of a stop sequence
+        self.held_lp: list[float] = []
+        self.stop_len = 0  # length of the stop sequence that ended the stream

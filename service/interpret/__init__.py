@@ -1,2 +1,3 @@
 """Interpretability without torch: per-character activations traced from the served model.onnx (the Trace RPC),
-the cell search that scores every unit against text features, and the pages and pictures that show them."""
+the cell search that scores every unit against text features, a translation's alignment, and the pages and
+pictures that show them."""

@@ -47,8 +47,16 @@ class Kind(ABC, Generic[E]):
     v2_decoupled: ClassVar[bool]  # Open Inference Protocol: may one request get several responses (a stream)?
     rpcs: Mapping[str, Handler]  # rnnserve.v1.Inference method name -> handler; any other method: FAILED_PRECONDITION
 
+    def read_tokenizer(self, path: Path, meta: Meta) -> Any:
+        """The artifact's tokenizer: tokenizer.json, as big as meta.json's vocab_size says. A kind whose artifact
+        holds other tokenizer files reads them instead; ModelInfo reads `vocab_size` and `level` of what it returns."""
+        tok = Tokenizer.parse(artifact.read_member(path, artifact.TOKENIZER_FILE))
+        if tok.vocab_size != meta.sizes["vocab_size"]:
+            raise ValueError(f"tokenizer has {tok.vocab_size} tokens, meta.json sizes.vocab_size is {meta.sizes['vocab_size']}")
+        return tok
+
     @abstractmethod
-    def load(self, path: Path, meta: Meta, tokenizer: Tokenizer, intra_op_threads: int, inter_op_threads: int) -> Runner:
+    def load(self, path: Path, meta: Meta, tokenizer: Any, intra_op_threads: int, inter_op_threads: int) -> Runner:
         """The runner of the artifact at `path`, from the graph(s) it holds; ValueError saying what is wrong."""
 
     @abstractmethod

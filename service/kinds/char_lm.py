@@ -22,6 +22,7 @@ from service.interpret.trace import TRACE_CHUNK_CHARS, Trace, Tracer, Tracers, T
 from service.kinds.base import Kind, Served
 from service.models.model import Model
 from service.models.runners import LMRunner, load_session
+from service.models.thread_policy import BandedRunner, ThreadPolicy, decode_policy
 from service.settings import Settings
 
 FINISH = {"length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
@@ -87,10 +88,15 @@ class CharLM(Kind[Scheduler]):
     def load(self, path: Path, meta: Meta, tokenizer: Tokenizer, intra_op_threads: int, inter_op_threads: int) -> LMRunner:
         if tokenizer.level != "char":
             raise ValueError(f"a char_lm needs a char tokenizer, got level {tokenizer.level!r}")
+        ThreadPolicy.from_runtime(meta.runtime)  # a malformed recorded policy fails the load, not the engine
         return LMRunner(load_session(path, MODEL_FILE, meta, intra_op_threads, inter_op_threads), meta)
 
     def engine(self, model: Model, settings: Settings, loop: asyncio.AbstractEventLoop) -> Scheduler:
-        scheduler = Scheduler(model.name, model.version, model.runner, model.tokenizer, settings, loop)
+        runner = model.runner
+        if policy := decode_policy(settings.decode_threads_by_batch, settings.intra_op_threads, model.meta.runtime):
+            runner = BandedRunner(policy, lambda t: LMRunner(
+                load_session(model.path, MODEL_FILE, model.meta, t, settings.inter_op_threads), model.meta))
+        scheduler = Scheduler(model.name, model.version, runner, model.tokenizer, settings, loop)
         scheduler.start()
         return scheduler
 

@@ -1,4 +1,4 @@
-"""One loaded model version: its artifact's meta and tokenizer, and the runner its kind made from the graph."""
+"""One loaded model version: its artifact's meta and tokenizer(s), and the runner its kind made from the graph(s)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from service.artifact import Meta
-from service.artifact.tokenizer import Tokenizer
 
 
 class Runner(Protocol):
@@ -24,7 +23,7 @@ class Model:
     version: int
     path: Path
     meta: Meta
-    tokenizer: Tokenizer
+    tokenizer: Any  # what its kind's read_tokenizer returned (a Tokenizer for char LMs and classifiers)
     runner: Any  # a Runner; which one (and so its methods) is up to the kind
 
     @property

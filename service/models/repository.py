@@ -8,7 +8,6 @@ from pathlib import Path
 
 from service import artifact, kinds
 from service.artifact import Meta, shown
-from service.artifact.tokenizer import Tokenizer
 from service.errors import NotFound
 from service.models.model import Model
 
@@ -23,11 +22,10 @@ def load_model(path: Path, name: str, version: int, intra_op_threads: int = 0, i
     kind (service/kinds/) makes its runner from the graph(s) its artifact holds.
     """
     meta = Meta.parse(artifact.read_member(path, artifact.META_FILE))
-    tok = Tokenizer.parse(artifact.read_member(path, artifact.TOKENIZER_FILE))
-    if tok.vocab_size != meta.sizes["vocab_size"]:
-        raise ValueError(f"tokenizer has {tok.vocab_size} tokens, meta.json sizes.vocab_size is {meta.sizes['vocab_size']}")
+    kind = kinds.get(meta.kind)
+    tok = kind.read_tokenizer(path, meta)
     threads = intra_op_threads or meta.runtime.get("intra_op_num_threads", 1)
-    runner = kinds.get(meta.kind).load(path, meta, tok, threads, inter_op_threads)
+    runner = kind.load(path, meta, tok, threads, inter_op_threads)
     runner.self_check()
     return Model(name, version, path, meta, tok, runner)
 

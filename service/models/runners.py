@@ -1,7 +1,8 @@
-"""ONNX Runtime sessions behind two small runners: the stateful char LM and the classifier."""
+"""ONNX Runtime sessions behind small runners: the stateful char LM, the classifier and the translator's two graphs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnxruntime as ort
 from service import artifact
 from service.artifact import Meta, graph
 from service.artifact.tokenizer import Tokenizer
+from service.engine.encdec import Memory
 
 # Run option: at the end of a call, give the arena's unused chunks back to the system. A call over a long or
 # wide input (a classify batch, a prompt, a trace) grows the arena by MBs, and without this it keeps them for
@@ -175,3 +177,68 @@ class ClassifierRunner:
             raise ValueError(f"logits have {probs.shape[1]} classes, meta.json lists {self.n_class} labels")
         if not np.isfinite(probs).all():
             raise ValueError("the graph returns non-finite logits")
+
+
+class TranslatorRunner:
+    """encoder.onnx (sources -> memories, batched like a prefill) and decoder.onnx (one step of every row)."""
+
+    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, meta: Meta, pad_id: int) -> None:
+        self.encoder, self.decoder, self.meta, self.pad_id = encoder, decoder, meta, pad_id
+        sizes = meta.sizes
+        self.vocab_size, self.src_vocab_size = int(sizes["vocab_size"]), int(sizes["src_vocab_size"])
+        self.specs = meta.state
+        floats = {s.input: "tensor(float)" for s in self.specs}
+        _check_io(encoder, {artifact.SRC: "tensor(int64)", artifact.SRC_LENGTHS: "tensor(int64)"},
+                  [artifact.MEMORY, artifact.KEYS, *floats])
+        _check_io(decoder, {artifact.PREV_TOKEN: "tensor(int64)", **floats, artifact.MEMORY: "tensor(float)",
+                            artifact.KEYS: "tensor(float)", artifact.SRC_MASK: "tensor(bool)"},
+                  [artifact.LOGITS, *(s.output for s in self.specs), artifact.ATTENTION])
+        memory = (None, None, int(sizes["memory_size"]))
+        _check_shape(encoder, artifact.SRC, (None, None))
+        _check_shape(encoder, artifact.MEMORY, memory)
+        _check_shape(decoder, artifact.MEMORY, memory)
+        _check_shape(decoder, artifact.LOGITS, (None, self.vocab_size))
+        _check_shape(decoder, artifact.ATTENTION, (None, None))
+        for s in self.specs:
+            for sess, name in ((encoder, s.input), (decoder, s.input), (decoder, s.output)):
+                _check_shape(sess, name, (s.n_layer, None, s.hidden_size))
+        self.encoder_outputs = [artifact.MEMORY, artifact.KEYS, *floats]
+        self.decoder_outputs = [artifact.LOGITS, *(s.output for s in self.specs), artifact.ATTENTION]
+        self.state_inputs = list(floats)
+
+    def encode(self, sources: Sequence[np.ndarray]) -> list[Memory]:
+        """Source id rows, padded into one call; each row's memory cut back to its own length."""
+        lengths = np.array([len(s) for s in sources], np.int64)
+        src = np.full((len(sources), int(lengths.max())), self.pad_id, np.int64)
+        for i, s in enumerate(sources):
+            src[i, : len(s)] = s
+        memory, keys, *state = self.encoder.run(self.encoder_outputs, {artifact.SRC: src, artifact.SRC_LENGTHS: lengths})
+        return [Memory(memory[i, :n], keys[i, :n], [x[:, i] for x in state]) for i, n in enumerate(lengths.tolist())]
+
+    def step(self, prev: np.ndarray, state: list[np.ndarray], memory: np.ndarray, keys: np.ndarray,
+             mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        feed = {artifact.PREV_TOKEN: prev, artifact.MEMORY: memory, artifact.KEYS: keys, artifact.SRC_MASK: mask}
+        feed.update(zip(self.state_inputs, state, strict=True))
+        logits, *new, attention = self.decoder.run(self.decoder_outputs, feed)
+        return logits, new, attention
+
+    def self_check(self) -> None:
+        """Two sources (the first and last source ids, lengths 1 and 3), one step from the last target id: shapes as
+        meta.json says, finite logits, attention that sums to 1 over each row's real positions and is 0 beyond."""
+        last = self.src_vocab_size - 1
+        short, long = self.encode([np.array([last], np.int64), np.array([0, last, 0], np.int64)])
+        memory = np.zeros((2, 3, short.memory.shape[1]), np.float32)
+        keys = np.zeros((2, 3, short.keys.shape[1]), np.float32)
+        memory[0, :1], memory[1], keys[0, :1], keys[1] = short.memory, long.memory, short.keys, long.keys
+        mask = np.array([[True, False, False], [True, True, True]])
+        state = [np.stack([a, b], axis=1) for a, b in zip(short.state, long.state, strict=True)]
+        logits, new, attention = self.step(np.array([0, self.vocab_size - 1], np.int64), state, memory, keys, mask)
+        if logits.shape != (2, self.vocab_size):
+            raise ValueError(f"decoder logits have shape {logits.shape}, expected (2, {self.vocab_size})")
+        if not np.isfinite(logits).all():
+            raise ValueError("the decoder returns non-finite logits")
+        for s, x in zip(self.specs, new, strict=True):
+            if x.shape != (s.n_layer, 2, s.hidden_size):
+                raise ValueError(f"state {s.output} has shape {x.shape}, expected ({s.n_layer}, 2, {s.hidden_size})")
+        if attention.shape != (2, 3) or not np.allclose(attention.sum(axis=1), 1, atol=1e-4) or attention[0, 1:].any():
+            raise ValueError("the decoder's attention is not a distribution over each row's real source positions")

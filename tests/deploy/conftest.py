@@ -34,10 +34,10 @@ PROMPT = "ROMEO:"
 
 
 def require(*tools: str) -> None:
-    """Skip when a system tool is missing, except in CI, where `make test` installs them (make deploy-tools)."""
+    """Skip when a system tool is missing, except in CI, where `make test` installs them (make system-packages)."""
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        message = f"missing {' '.join(missing)}: run `make deploy-tools` (as root)"
+        message = f"missing {' '.join(missing)}: run `make system-packages` (as root)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -115,8 +115,8 @@ class Replica:
                    RNNSERVE_HEALTH_PORT="0", RNNSERVE_METRICS_HOST="127.0.0.1", RNNSERVE_METRICS_PORT=str(self.metrics_port),
                    RNNSERVE_HTTP_HOST="127.0.0.1", RNNSERVE_HTTP_PORT=str(self.http_port),
                    RNNSERVE_INTRA_OP_THREADS="1", RNNSERVE_GRACE_S="5",
-                   # every scrape renders afresh and none is refused: tests read metrics right after what changed them
-                   RNNSERVE_METRICS_CACHE_S="0", RNNSERVE_METRICS_MAX_PER_S="1000000")
+                   # The tests read counters right after the requests they count: no cached or rate-limited scrape.
+                   RNNSERVE_METRICS_CACHE_S="0", RNNSERVE_METRICS_MAX_PER_S="1000")
         env.update({f"RNNSERVE_{name.upper()}": value for name, value in settings.items()})
         self.log = log
         self.proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log.open("w"),

@@ -34,7 +34,7 @@ def test_the_auth_override_mounts_the_token_file_as_a_secret(tokens):
     assert r.returncode != 0 and "set TOKENS_FILE" in r.stderr  # no silent deployment without tokens
 
 
-def test_tokens_pass_through_nginx_and_health_stays_open(replicas, tokens, tmp_path):
+def test_tokens_pass_through_nginx_and_health_stays_open(replicas, tokens, tmp_path, model_repo):
     pair = replicas(2, auth_token_file=str(tokens))
     with behind_nginx(pair, tmp_path) as (target, *_):
         assert health(target) == "SERVING"  # no token: probes and the balancer's own checks
@@ -51,4 +51,5 @@ def test_tokens_pass_through_nginx_and_health_stays_open(replicas, tokens, tmp_p
                 replies = list(stub.Generate(pb.GenerateRequest(model=MODEL, prompt="A", max_tokens=40, seed=1),
                                              timeout=60, metadata=authorized))
                 assert len("".join(r.text for r in replies)) == replies[-1].finished.usage.generated_chars == 40
-            assert len(stub.ListModels(pb.ListModelsRequest(), timeout=30, metadata=authorized).models) == 3
+            served = {p.parent.parent.name for p in model_repo.glob("*/*/meta.json")}
+            assert {m.name for m in stub.ListModels(pb.ListModelsRequest(), timeout=30, metadata=authorized).models} == served

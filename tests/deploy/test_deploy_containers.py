@@ -221,7 +221,7 @@ def test_a_restarted_replica_serves_again(stack, timings):
 
 def test_models_baked_in_by_build_argument(env, images):
     """--build-arg MODELS=models copies the repository's bundled models into the image: it serves them unmounted."""
-    bundled = sorted(p.parent.parent.name for p in (ROOT / "models").glob("*/*/model.onnx"))
+    bundled = sorted(p.parent.parent.name for p in (ROOT / "models").glob("*/*/meta.json"))
     if not bundled:
         pytest.skip("no bundled models under models/ to bake in")
     image = f"localhost/rnnserve:{env['TAG']}-baked"

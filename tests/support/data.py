@@ -16,8 +16,10 @@ DATA = ROOT.parent / "shared" / "data"
 SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
 SST2 = DATA / "sst2"
 SST2_SENTENCES = DATA / "sst2-sentences"
+MULTI30K = DATA / "multi30k"
+MULTI30K_FILES = tuple(MULTI30K / f"{split}.{lang}" for split in ("train", "val", "test2016") for lang in ("de", "en"))
 USED = (SHAKESPEARE, SST2 / "train.tsv", SST2 / "dev.tsv", SST2_SENTENCES / "stsa.binary.train",
-        SST2_SENTENCES / "stsa.binary.dev")
+        SST2_SENTENCES / "stsa.binary.dev", *MULTI30K_FILES)
 
 
 def need(*paths: Path) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 
-MODELS = ("tiny-lstm", "tiny-gru", "tiny-sentiment")
+MODELS = ("tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator")
 MB = 1 << 20
 
 # Characters that break naive code: NUL, controls, a combining mark, zero-width joiner, BOM, RTL override,
@@ -64,6 +64,30 @@ trace_requests = st.builds(pb.TraceRequest, model=st.sampled_from(MODELS[:2]) | 
                            text=texts, layers=repeated(ints(*UINT32, 3), 0), units=repeated(ints(*UINT32, 40), 1),
                            top_k=ints(*UINT32, 25))
 
+
+
+@st.composite
+def translate_requests(draw: st.DrawFn) -> pb.TranslateRequest:
+    req = pb.TranslateRequest(model=draw(st.just("tiny-translator") | model_names), version=draw(ints(*UINT32, 2)),
+                              text=draw(texts), beam_size=draw(ints(*UINT32, 10)), return_attention=draw(st.booleans()),
+                              flush_chars=draw(ints(*UINT32, 5000)), flush_ms=draw(ints(*UINT32, 20_000)))
+    for name, values in (("max_tokens", ints(*INT32)), ("length_penalty", floats)):
+        if (value := draw(st.none() | values)) is not None:  # unset and set-to-zero differ for optional fields
+            setattr(req, name, value)
+    return req
+
+
+@st.composite
+def translate_batch_requests(draw: st.DrawFn) -> pb.TranslateBatchRequest:
+    req = pb.TranslateBatchRequest(model=draw(st.just("tiny-translator") | model_names), version=draw(ints(*UINT32, 2)),
+                                   texts=draw(repeated(texts, "Hund")), beam_size=draw(ints(*UINT32, 10)),
+                                   return_attention=draw(st.booleans()))
+    for name, values in (("max_tokens", ints(*INT32)), ("length_penalty", floats)):
+        if (value := draw(st.none() | values)) is not None:
+            setattr(req, name, value)
+    return req
+
+
 # v2 (Open Inference Protocol)
 versions = st.sampled_from(["", "1", "0", "01", "-1", "1.0", " 1", "\u00b9", "\u0662", "\uff11", "9" * 30]) | texts
 infer_parameters = st.one_of(
@@ -72,8 +96,8 @@ infer_parameters = st.one_of(
     st.builds(v2.InferParameter, uint64_param=ints(*UINT64, 300)),
     st.builds(v2.InferParameter, double_param=doubles),
     st.builds(v2.InferParameter, string_param=texts | st.sampled_from(['["a", "b"]', '[""]', "[1]", "[" * 100_000])))
-PARAM_NAMES = ("max_tokens", "top_k", "seed", "flush_chars", "flush_ms", "temperature", "top_p", "stop",
-               "triton_enable_empty_final_response")
+PARAM_NAMES = ("max_tokens", "top_k", "seed", "flush_chars", "flush_ms", "temperature", "top_p", "stop", "beam_size",
+               "length_penalty", "triton_enable_empty_final_response")
 parameter_maps = st.dictionaries(st.sampled_from(PARAM_NAMES) | texts, infer_parameters, max_size=5)
 DATATYPES = ("BYTES", "FP32", "INT64", "BOOL", "UINT8", "FP16", "")
 element_bytes = st.binary(max_size=20) | texts.map(str.encode)
@@ -108,9 +132,9 @@ infer_requests = st.builds(
 def wellformed_infer_requests(draw: st.DrawFn) -> v2.ModelInferRequest:
     """Right model, input name, datatype and shape, so that hostile contents and parameters reach the engines."""
     model = draw(st.sampled_from(MODELS))
-    items = [t.encode() for t in draw(st.lists(_small_text, min_size=1, max_size=1 if model != "tiny-sentiment" else 4))]
+    items = [t.encode() for t in draw(st.lists(_small_text, min_size=1, max_size=1 if model in MODELS[:2] else 4))]
     req = v2.ModelInferRequest(model_name=model, id=draw(_small_text), parameters=draw(parameter_maps))
-    tensor = req.inputs.add(name="text" if model == "tiny-sentiment" else "prompt", datatype="BYTES", shape=[len(items)])
+    tensor = req.inputs.add(name="prompt" if model in MODELS[:2] else "text", datatype="BYTES", shape=[len(items)])
     if draw(st.booleans()):
         req.raw_input_contents.append(packed(items))
     else:
@@ -164,6 +188,12 @@ RPCS = (
      st.builds(pb.ClassifyRequest, model=st.sampled_from(MODELS), texts=st.lists(_small_text, max_size=3)), False, False),
     ("rnnserve.v1.Inference", "ListModels", pb.ListModelsRequest, st.builds(pb.ListModelsRequest), False, False),
     ("rnnserve.v1.Inference", "GetModel", pb.GetModelRequest, st.builds(pb.GetModelRequest, name=st.sampled_from(MODELS)),
+     False, False),
+    ("rnnserve.v1.Inference", "Translate", pb.TranslateRequest,
+     st.builds(pb.TranslateRequest, model=st.just("tiny-translator"), text=_small_text, max_tokens=st.integers(1, 8)),
+     True, False),
+    ("rnnserve.v1.Inference", "TranslateBatch", pb.TranslateBatchRequest,
+     st.builds(pb.TranslateBatchRequest, model=st.just("tiny-translator"), texts=st.lists(_small_text, max_size=3)),
      False, False),
     ("rnnserve.v1.Inference", "Trace", pb.TraceRequest,
      st.builds(pb.TraceRequest, model=st.sampled_from(MODELS), text=_small_text), True, False),

@@ -106,6 +106,17 @@ def patched_run(running: Running, model: str, wrap: Callable[[Callable], Callabl
         del runner.run
 
 
+def held(release: threading.Event) -> Callable[[Callable], Callable]:
+    """A model call that waits until `release` is set (at most 60 s): work stays in flight as long as a test needs,
+    however slow the machine, where a fixed sleep could end before a loaded test gets to look."""
+    def wrap(run: Callable) -> Callable:
+        def hold(*args):
+            release.wait(60)
+            return run(*args)
+        return hold
+    return wrap
+
+
 def slowed(seconds: float = 0.002) -> Callable[[Callable], Callable]:
     """A model step that takes at least `seconds`: keeps streams running while a test looks at them."""
     def wrap(run: Callable) -> Callable:

@@ -188,7 +188,8 @@ CASES: dict[str, tuple[str, Mutation, str]] = {
                  r"meta.json cell is 'gru' but the graph's recurrent nodes are \['lstm'\]"),
     "lie-kind": (L, meta(kind="classifier", labels=["a", "b"], state=[]), r"classifier's tokenizer must define pad_id"),
     "lie-kind-lm": (C, meta(kind="char_lm", labels=[]), r"state .* is not what a lstm of these sizes carries"),
-    "lie-kind-unknown": (L, meta(kind="translator"), r"kind 'translator' is not one of"),
+    "lie-kind-unknown": (L, meta(kind="speller"), r"kind 'speller' is not one of"),
+    "lie-kind-translator": (L, meta(kind="translator"), r"meta.json translator lacks the object\(s\) \['encoder'"),
     # meta.json of the wrong JSON types and values
     "type-hidden-str": (L, meta(sizes__hidden_size="32"), r"sizes.hidden_size must be an integer from 1 to 65536, got '32'"),
     "type-hidden-bool": (L, meta(sizes__hidden_size=True), r"sizes.hidden_size must be an integer"),

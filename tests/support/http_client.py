@@ -25,8 +25,15 @@ def call(base: str, method: str, path: str, body: object = None, headers: dict |
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before the whole body was sent (413): the answer may still be there to read
         r = conn.getresponse()
-        raw = r.read()
         found = {k.lower(): v for k, v in r.getheaders()}
+        try:
+            raw = r.read()
+        except http.client.IncompleteRead as err:
+            # A 413 refuses the body unread and closes: the kernel's reset can discard the reply's body after its
+            # status line and headers arrived. Anything else cut short is a failure.
+            if r.status != 413:
+                raise
+            raw = err.partial
     finally:
         conn.close()
     try:

@@ -37,7 +37,7 @@ class Completion:
 def completion_request(doc: dict) -> Completion:
     """Map the completions fields onto GenerateRequest's; the native validation checks the values."""
     if unknown := sorted(set(doc) - KNOWN):
-        raise InvalidArgument(unknown[0], "not supported by rnnserve's completions endpoint (see docs/http.md)")
+        raise InvalidArgument(unknown[0] or '""', "not supported by rnnserve's completions endpoint (see docs/http.md)")
     for key, allowed in NEUTRAL.items():
         if doc.get(key) is not None and doc[key] not in allowed:
             raise InvalidArgument(key, f"only {allowed[0]!r} is supported, got {doc[key]!r}")

@@ -99,7 +99,7 @@ def infer_request(body: bytes, header_length: str | None) -> InferRequest:
         head, tail = body[:int(header_length)], body[int(header_length):]
     doc = _json(head)
     if unknown := sorted(set(doc) - REQUEST_KEYS):
-        raise InvalidArgument(unknown[0], f"unknown field; an infer request has {', '.join(sorted(REQUEST_KEYS))}")
+        raise InvalidArgument(unknown[0] or '""', f"unknown field; an infer request has {', '.join(sorted(REQUEST_KEYS))}")
     request = v2.ModelInferRequest()
     if not isinstance(doc.get("id", ""), str):
         raise InvalidArgument("id", "must be a string")

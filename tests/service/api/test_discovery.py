@@ -12,14 +12,16 @@ from tests.support.harness import pb
 
 def test_list_and_get_models(server):
     infos = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest(), timeout=30).models}
-    assert set(infos) == {"tiny-lstm", "tiny-gru", "tiny-sentiment"}
-    lstm, gru, clf = infos["tiny-lstm"], infos["tiny-gru"], infos["tiny-sentiment"]
+    assert set(infos) == {"tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator"}
+    lstm, gru, clf, tr = infos["tiny-lstm"], infos["tiny-gru"], infos["tiny-sentiment"], infos["tiny-translator"]
     assert (lstm.kind, lstm.cell, lstm.version, lstm.latest, lstm.tokenizer_level) == ("char_lm", "lstm", 1, True, "char")
     assert gru.cell == "gru" and not gru.labels
     assert lstm.sizes["n_layer"] == 2 and lstm.sizes["hidden_size"] == 32 and lstm.sizes["vocab_size"] == lstm.vocab_size
     assert "val_loss" in lstm.evaluation and "export_checks.max_abs_diff_vs_torch" in lstm.evaluation
     assert (clf.kind, list(clf.labels), clf.tokenizer_level) == ("classifier", ["negative", "positive"], "word")
     assert "val_accuracy" in clf.evaluation
+    assert (tr.kind, tr.cell, tr.tokenizer_level, tr.vocab_size) == ("translator", "gru", "bpe", tr.sizes["vocab_size"])
+    assert tr.sizes["src_vocab_size"] > 0 and "bleu.test.greedy" in tr.evaluation
     assert server.stub.GetModel(pb.GetModelRequest(name="tiny-gru"), timeout=30) == gru
     assert server.stub.GetModel(pb.GetModelRequest(name="tiny-gru", version=1), timeout=30) == gru
 

@@ -20,7 +20,8 @@ def test_streams_text_in_chunks_then_a_final_message(server):
         text, replies = generate(server.stub, model="tiny-lstm", prompt="ROMEO:", max_tokens=50, seed=3, flush_chars=7,
                                  flush_ms=10_000)
     assert len(text) == 50 and len(replies) >= 2
-    assert all(len(r.text) % 7 == 0 and not r.HasField("finished") for r in replies[:-1])  # whole chunks (maybe merged)
+    assert len(replies[0].text) == 1  # the first character at once, alone (the next chunk is >= 14 ms later)
+    assert all(len(r.text) % 7 == 0 and not r.HasField("finished") for r in replies[1:-1])  # then whole chunks
     final = replies[-1].finished
     assert final.finish_reason == pb.FINISH_REASON_LENGTH and final.version == 1
     u = final.usage

@@ -3,6 +3,7 @@ errors with their statuses, the token, the limits, a client that goes away, and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -32,14 +33,18 @@ def test_generate_equals_grpc_whole_and_streamed(server):
     assert reply["finished"]["finish_reason"] == "FINISH_REASON_LENGTH"
     assert reply["finished"]["usage"]["generated_chars"] == 60 and reply["finished"]["version"] == 1
 
+    # As the gRPC chunking test: steps of >= 2 ms, chunks by size only (flush_ms at its maximum).
     with patched_run(server, "tiny-lstm", slowed(0.002)):
-        with event_stream(server.http, "/v1/generate", {**SEEDED, "stream": True, "flush_chars": 6}) as (r, events):
+        with event_stream(server.http, "/v1/generate", {**SEEDED, "stream": True, "flush_chars": 6,
+                                                         "flush_ms": 10_000}) as (r, events):
             assert r.status == 200 and r.getheader("content-type").startswith("text/event-stream")
             messages = [json.loads(data) for name, data in events]
     assert "".join(m["text"] for m in messages) == text
     assert all("finished" not in m for m in messages[:-1]) and messages[-1]["finished"]["finish_reason"]
-    # One event per chunk: 60 characters in chunks of 6, each chunk whole (chunks merge only behind a slow reader).
-    assert 5 <= len(messages) <= 11 and all(len(m["text"]) % 6 == 0 for m in messages[:-1])
+    # One event per chunk, never split: the first character at once, then chunks of 6 (chunks merge only behind a
+    # slow reader, so every event boundary falls 1 past a multiple of 6, and there are at most 1 + 60/6 + 1 events).
+    boundaries = itertools.accumulate(len(m["text"]) for m in messages[:-1])
+    assert len(messages) <= 12 and all(n % 6 == 1 for n in boundaries)
 
 
 def test_logprobs_stops_and_camel_case_fields_as_the_proto_maps_them(server):
@@ -68,7 +73,7 @@ def test_classify_trace_and_models_equal_grpc(server):
         assert "header" in json.loads(next(events)[1])
 
     status, _, models = get(server.http, "/v1/models")
-    assert status == 200 and [m["id"] for m in models["data"]] == ["tiny-gru", "tiny-lstm", "tiny-sentiment"]
+    assert status == 200 and [m["id"] for m in models["data"]] == ["tiny-gru", "tiny-lstm", "tiny-sentiment", "tiny-translator"]
     assert models["data"][2]["rnnserve"]["labels"] == ["negative", "positive"]
     status, _, one = get(server.http, "/v1/models/tiny-lstm?version=1")
     assert status == 200 and one["rnnserve"]["cell"] == "lstm" and one["rnnserve"]["sizes"]["n_layer"] == 2

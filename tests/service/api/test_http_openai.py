@@ -17,7 +17,7 @@ def client(server) -> openai.OpenAI:
 
 
 def test_models_are_listed(client):
-    assert [m.id for m in client.models.list()] == ["tiny-gru", "tiny-lstm", "tiny-sentiment"]
+    assert [m.id for m in client.models.list()] == ["tiny-gru", "tiny-lstm", "tiny-sentiment", "tiny-translator"]
     assert client.models.retrieve("tiny-lstm").owned_by == "rnnserve"
 
 
@@ -31,7 +31,7 @@ def test_completion_equals_generate(client, server):
 
 def test_streamed_completion_arrives_in_chunks_equal_to_generate(client, server):
     text, _ = generate(server.stub, **FIELDS)
-    with patched_run(server, "tiny-lstm", slowed(0.002)):
+    with patched_run(server, "tiny-lstm", slowed(0.005)):  # 200 ms for the 40 characters: several 50 ms flushes
         chunks = list(client.completions.create(**FIELDS, stream=True, stream_options={"include_usage": True},
                                                 extra_body={"top_k": 0}))
     pieces = [c.choices[0].text for c in chunks if c.choices]

@@ -14,12 +14,12 @@ pytest.importorskip("playwright")
 from tests.support import playground
 
 pytestmark = [pytest.mark.process, pytest.mark.skipif(playground.CHROMIUM is None,
-                                                     reason="Debian's chromium is not installed (make chromium)")]
+                                                     reason="Debian's chromium is not installed (make system-packages)")]
 
 
 def test_generation_streams_in_and_each_character_is_coloured(server, tmp_path):
     text, _ = native_generate(server.stub, model="tiny-lstm", prompt="KING:", max_tokens=120, temperature=0.8, seed=3)
-    with playground.page(server.http) as tab, patched_run(server, "tiny-lstm", slowed(0.003)):
+    with playground.page(server.http) as tab, patched_run(server, "tiny-lstm", slowed(0.005)):
         g = playground.generate(tab, "tiny-lstm", "KING:", max_tokens=120, seed=3)
         shot = tab.screenshot(path=str(tmp_path / "playground.png"))
     assert g.text == "KING:" + text  # the same text as gRPC gives for the seed

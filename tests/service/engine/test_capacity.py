@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import pytest
 
-from tests.support.harness import generate, patched_run, pb, slowed
+from tests.support.harness import generate, held, patched_run, pb, slowed
 
 LONG = {"model": "tiny-lstm", "prompt": "ROMEO:", "max_tokens": 5000, "flush_chars": 1}
 
@@ -65,7 +67,8 @@ def test_classify_over_capacity_is_refused_immediately(serve):
     small = serve(classify_max_queue=2, classify_max_delay_ms=0.0)
     texts = {"model": "tiny-sentiment"}
     batches = small.metric("rnnserve_classify_batch_size_count", model="tiny-sentiment")
-    with patched_run(small, "tiny-sentiment", slowed(0.5)):
+    release = threading.Event()
+    with patched_run(small, "tiny-sentiment", held(release)):
         running = small.stub.Classify.future(pb.ClassifyRequest(**texts, texts=["one"]), timeout=30)
         assert small.wait_for(lambda: small.metric("rnnserve_classify_batch_size_count", model="tiny-sentiment") == batches + 1)
         waiting = small.stub.Classify.future(pb.ClassifyRequest(**texts, texts=["two", "three"]), timeout=30)
@@ -74,4 +77,5 @@ def test_classify_over_capacity_is_refused_immediately(serve):
         with pytest.raises(grpc.RpcError) as err:
             small.stub.Classify(pb.ClassifyRequest(**texts, texts=["four"]), timeout=30)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        release.set()
         assert len(running.result().results) == 1 and len(waiting.result().results) == 2

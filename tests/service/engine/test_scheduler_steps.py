@@ -106,13 +106,18 @@ def run(test) -> None:
     asyncio.run(test())
 
 
-def test_a_stream_gets_the_models_greedy_text_in_chunks_of_flush_chars():
+def test_a_stream_gets_its_first_character_at_once_then_chunks_of_flush_chars():
     async def test() -> None:
-        st = Stepper()
+        st = Stepper()  # flush_s is 1e9: only the first step and flush_chars can send text
         s = st.submit(params("abc", 10))
+        for _ in range(3):  # prefill, then the first decode step
+            await st.step()
+            if st.chunks[s]:
+                break
+        assert [c.text for c in st.chunks[s]] == [expected("abc", 1)]  # the first step's character, alone
         await st.finish()
         assert st.text(s) == expected("abc", 10)
-        assert [len(c.text) for c in st.chunks[s]] == [4, 4, 2]
+        assert [len(c.text) for c in st.chunks[s]] == [1, 4, 4, 1]
         f = st.chunks[s][-1].finished
         assert (f.reason, f.prompt_chars, f.generated_chars) == ("length", 3, 10)
     run(test)

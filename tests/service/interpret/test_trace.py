@@ -103,7 +103,7 @@ def _screenshot(page: Path, png: Path) -> np.ndarray:
     return plt.imread(png)[..., :3] * 255  # (H, W, 3)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make system-packages)")
 @pytest.mark.process
 def test_client_page_renders_coloured_text_in_chromium(tracing, tmp_path):
     page = tmp_path / "trace.html"

@@ -31,7 +31,7 @@ def messy_repo(model_repo, tmp_path_factory):
     meta["sizes"]["vocab_size"] += 1
     (root / "wrong-vocab" / "1" / "meta.json").write_text(json.dumps(meta))
     shutil.copytree(good, root / "bad-kind" / "1")
-    (root / "bad-kind" / "1" / "meta.json").write_text(json.dumps({**meta, "kind": "translator"}))
+    (root / "bad-kind" / "1" / "meta.json").write_text(json.dumps({**meta, "kind": "no-such-kind"}))
     shutil.copytree(good, root / "lm" / "latest")
     return root
 
@@ -45,7 +45,7 @@ def test_loads_valid_versions_and_skips_broken_ones_with_reasons(messy_repo, cap
     assert "not an ONNX model" in reasons["garbage-onnx/1"]
     assert "missing meta.json" in reasons["no-meta/1"]
     assert "vocab_size" in reasons["wrong-vocab/1"]
-    assert "translator" in reasons["bad-kind/1"]
+    assert "no-such-kind" in reasons["bad-kind/1"]
     assert "positive integers" in reasons["lm/latest"]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert all(f"skipping {path}" in logged for path in repo.skipped)

@@ -108,7 +108,8 @@ def names(message_class: type) -> set[str]:
 GENERATE_FIELDS = names(pb.GenerateRequest)
 CLASSIFY_FIELDS = names(pb.ClassifyRequest)
 # v2 requests are validated as native ones after conversion: a native field (prompt, stop[0], ...) may be named.
-V2_FIELDS = names(v2.ModelInferRequest) | GENERATE_FIELDS | CLASSIFY_FIELDS
+TRANSLATE_FIELDS = names(pb.TranslateRequest) | names(pb.TranslateBatchRequest)
+V2_FIELDS = names(v2.ModelInferRequest) | GENERATE_FIELDS | CLASSIFY_FIELDS | TRANSLATE_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +163,28 @@ def trace(f: Fuzz, examples: int) -> None:
         code, replies = f.call(f.stub.Trace, req, names(pb.TraceRequest), streaming=True)
         if code == Code.OK:
             assert replies[0].header.n_chars == len(req.text) == sum(len(r.steps) for r in replies)
+    prop()
+
+
+def translate(f: Fuzz, examples: int) -> None:
+    @fuzz_settings(examples)
+    @given(fs.translate_requests())
+    def prop(req: pb.TranslateRequest) -> None:
+        code, replies = f.call(f.stub.Translate, req, TRANSLATE_FIELDS, streaming=True)
+        if code == Code.OK:
+            assert replies[-1].HasField("finished") and not any(r.HasField("finished") for r in replies[:-1])
+            if req.HasField("max_tokens"):
+                assert replies[-1].finished.usage.generated_tokens <= req.max_tokens
+    prop()
+
+
+def translate_batch(f: Fuzz, examples: int) -> None:
+    @fuzz_settings(examples)
+    @given(fs.translate_batch_requests())
+    def prop(req: pb.TranslateBatchRequest) -> None:
+        code, replies = f.call(f.stub.TranslateBatch, req, TRANSLATE_FIELDS)
+        if code == Code.OK:
+            assert len(replies[0].translations) == len(req.texts)
     prop()
 
 
@@ -222,8 +245,8 @@ def undecodable_wire_bytes(f: Fuzz, examples: int) -> None:
     prop()
 
 
-PROPERTIES = {generate: 120, classify: 60, get_model: 40, trace: 60, model_infer: 150, model_stream_infer: 40,
-              metadata_config_ready: 60, undecodable_wire_bytes: 150}
+PROPERTIES = {generate: 120, classify: 60, get_model: 40, trace: 60, translate: 80, translate_batch: 40, model_infer: 150,
+              model_stream_infer: 40, metadata_config_ready: 60, undecodable_wire_bytes: 150}
 WARM_UP_SHARE = 4  # the warm-up runs each property with 1/4 of its examples
 
 

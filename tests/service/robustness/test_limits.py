@@ -42,7 +42,8 @@ def test_limits_must_be_positive(name):
 
 
 def test_an_oversized_request_is_resource_exhausted_and_the_server_goes_on(serve):
-    s = serve(max_receive_message_bytes=64 * 1024, max_prompt_chars=100_000)
+    s = serve(max_receive_message_bytes=64 * 1024, max_prompt_chars=100_000, classify_max_batch_tokens=100_000,
+              max_classify_tokens=100_000)
     err = _error(lambda: _classify(s.stub, ["word " * 20_000]))  # 100 kB
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in err.details()

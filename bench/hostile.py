@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -41,6 +42,7 @@ from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIER, LMS = "sst2-bilstm", ("shakespeare-lstm", "python-lstm", "shakespeare-gru")
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2"}  # as the image
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # a channel of its own: not the attacker's connection
 
 
@@ -53,15 +55,18 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0",
              "--health-port", "0", "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--http-port", "-1",
-             "--intra-op-threads", "1",
-             "--log-level", "WARNING", *flags],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+             "--intra-op-threads", "1", *flags],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **MALLOC},
             preexec_fn=None if procs is None else lambda: Path(procs).write_text("0"))
         self.log: list[str] = []
         threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
-        self.port, self.metrics_port, self.health_port = self._ports()
-        self.target = f"127.0.0.1:{self.port}"
-        wait_serving(self.target, 120, self.proc)
+        try:
+            self.port, self.metrics_port, self.health_port = self._ports()
+            self.target = f"127.0.0.1:{self.port}"
+            wait_serving(self.target, 120, self.proc)
+        except BaseException:
+            self.close()
+            raise
 
     def _ports(self) -> tuple[int, int, int]:
         end = time.monotonic() + 120
@@ -183,8 +188,10 @@ def stream(args: argparse.Namespace) -> None:
     n, seconds = (200, 10) if args.quick else (2500, 30)
     big = v2.ModelInferRequest(model_name=CLASSIFIER, inputs=[v2.ModelInferRequest.InferInputTensor(
         name="text", datatype="BYTES", shape=[1], contents=v2.InferTensorContents(bytes_contents=[b"x" * (1 << 20)]))])
+    # The client's receive window stays small (no BDP probing), as a client that reads nothing keeps it anyway.
+    options = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
     for limit, flags in (("off", ["--session-max-requests", "1000000"]), ("on", [])):
-        with served(args, flags) as (server, target), grpc.insecure_channel(target) as channel:
+        with served(args, flags) as (server, target), grpc.insecure_channel(target, options=options) as channel:
             before, sent = server.status("VmRSS"), 0
 
             def requests():
@@ -232,8 +239,8 @@ async def _idle_streams(target: str, kind: str, n: int, seconds: float, health_t
                 except grpc.RpcError as err:
                     codes.append(err.code().name)
             outcome["other_client_classify"] = counts(codes)
-        ended = [c for c in calls if c.done()]
-        outcome["attacker_streams_refused"] = sum(1 for c in ended if await c.code() != grpc.StatusCode.OK)
+        refused = [await c.code() for c in calls if c.done()]
+        outcome["attacker_streams_refused"] = sum(code != grpc.StatusCode.OK for code in refused)
         for c in calls:
             c.cancel()
     return outcome
@@ -241,9 +248,10 @@ async def _idle_streams(target: str, kind: str, n: int, seconds: float, health_t
 
 def streams(args: argparse.Namespace) -> None:
     n = 256 if args.quick else 1024
-    off = ["--max-streams-per-connection", "100000", "--max-health-watches", "100000", "--max-concurrent-rpcs", "1024"]
+    rpcs = ["--max-concurrent-rpcs", str(n)]  # as many RPC slots as the attacker opens streams (1,024 by default)
+    off = ["--max-streams-per-connection", "100000", "--max-health-watches", "100000", *rpcs]
     for kind in ("ModelStreamInfer", "Health/Watch"):
-        for limit, flags in (("off", off), ("on", [])):
+        for limit, flags in (("off", off), ("on", rpcs)):
             with served(args, flags) as (server, target):
                 outcome = asyncio.run(_idle_streams(target, kind, n, 3 if args.quick else 10,
                                                     f"127.0.0.1:{server.health_port}"))

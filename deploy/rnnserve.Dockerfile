@@ -26,6 +26,12 @@ RUN --mount=type=bind,source=deploy/wheels/serve,target=/wheels \
 COPY deploy/grpc_health_probe.py /app/grpc_health_probe.py
 ARG MODELS=deploy/no-models
 COPY ${MODELS}/ /models/
+# glibc malloc gives memory back after large requests (messages of MBs): a fixed mmap threshold (the dynamic
+# one rises after the first 1 MiB message and keeps later ones in the heap), trimming, two arenas instead of
+# eight per core. A client's 200 x 1 MiB requests left RSS +57 MB with the defaults, +7 MB with these.
+ENV MALLOC_MMAP_THRESHOLD_=131072 \
+    MALLOC_TRIM_THRESHOLD_=131072 \
+    MALLOC_ARENA_MAX=2
 ENV PATH=/opt/rnnserve/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -7,6 +7,8 @@ import gc
 import logging
 import sys
 
+from threadpoolctl import threadpool_limits
+
 from service.settings import Settings
 
 
@@ -19,6 +21,10 @@ async def _serve(settings: Settings) -> None:
     # latency. At 20,000 it was 6. Objects that live as long as the server are frozen (never
     # scanned again).
     gc.set_threshold(20_000, 10, 10)
+    # numpy's BLAS in one thread: the server's own matrix work is a row at a time (Trace's recurrence, B = 1),
+    # where OpenBLAS's worker threads cost more in synchronisation than they compute (a 1 x 384 by 384 x 1536
+    # product: 1,048 us with 2 threads on a busy 2-core machine, 104 us with one). ONNX Runtime has its own.
+    threadpool_limits(1, user_api="blas")
     server, _ = await create_server(settings)
     gc.freeze()
     server.handle_signals()

@@ -101,15 +101,21 @@ def test_a_stopped_replica_is_skipped(balancer):
     assert time.monotonic() - t0 < 15
 
 
+def _seconds(text: str, directive: str) -> float:
+    (value,) = re.findall(rf"^\s*{directive} (\d+)s;", text, re.MULTILINE)
+    return float(value)
+
+
 def test_long_streams_are_not_cut_by_the_balancer():
-    """Timeouts are the longest silence allowed, far above any gap between two chunks of a stream."""
-    text = (DEPLOY / "nginx" / "nginx.conf").read_text()
-    seconds = {d: int(re.search(rf"{d} (\d+)s;", text).group(1))
-               for d in ("grpc_read_timeout", "grpc_send_timeout", "client_body_timeout")}
-    defaults = Settings()
-    # The replica's own limits end a call first, with its status: nginx waits longer than any of them.
-    assert seconds["grpc_read_timeout"] > defaults.max_request_s and seconds["grpc_send_timeout"] > defaults.max_request_s
-    assert seconds["client_body_timeout"] >= defaults.session_max_s
+    """Timeouts are the longest silence allowed: above the replicas' own limits, so theirs (and their status) come
+    first; the per-connection limits are the replicas' too."""
+    text, s = (DEPLOY / "nginx" / "nginx.conf").read_text(), Settings()
+    for directive in ("grpc_read_timeout", "grpc_send_timeout"):
+        assert _seconds(text, directive) > max(s.max_request_s, s.session_idle_s), directive
+    assert _seconds(text, "client_body_timeout") >= s.session_max_s
+    assert re.search(rf"http2_max_concurrent_streams {s.max_streams_per_connection};", text)
+    upstream_idle, client_idle = sorted(float(v) for v in re.findall(r"keepalive_timeout (\d+)s;", text))
+    assert upstream_idle < s.connection_idle_s <= client_idle
     assert "least_conn;" in text and "http2" in text
 
 

@@ -11,7 +11,6 @@ import grpc
 import numpy as np
 import pytest
 
-from service.settings import Settings
 from tests.service.api.test_classify import _direct
 from tests.support.data import ROOT
 from tests.support.harness import pb
@@ -51,11 +50,6 @@ def test_a_request_over_max_classify_tokens_is_refused_naming_the_field(serve):
         running.stub.Classify(pb.ClassifyRequest(model="tiny-sentiment", texts=["!" * 400] * 3), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("texts: 1200 tokens in 3 texts, the limit is 1000 per request (max_classify_tokens)")
-
-
-def test_the_batch_budget_must_hold_the_longest_text():
-    with pytest.raises(ValueError, match="classify_max_batch_tokens must be >= max_prompt_chars"):
-        Settings(max_prompt_chars=8192, classify_max_batch_tokens=4096)
 
 
 def _memory_cgroup() -> Path | None:

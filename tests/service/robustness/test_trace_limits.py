@@ -7,6 +7,7 @@ import threading
 
 import grpc
 import pytest
+from threadpoolctl import threadpool_limits
 
 from service import kinds
 from service.interpret import trace
@@ -16,24 +17,28 @@ from tests.support.harness import pb, servers
 
 # Texts that ended INTERNAL before the self-check's tolerance scaled with the values: the LSTM cell
 # state grows along a repeated character (124 after 127 "e" on python-lstm), past an absolute 1e-4.
-# (bench/hostile.py sweeps every length up to the limit.)
 REGRESSIONS = {
     "python-lstm": ["e" * 127],
     "shakespeare-lstm": ["e" * 110, "漢字テキスト" * 100],
 }
+# And a sweep across the chunk boundaries on every bundled LM (bench/hostile.py goes up to 4,096).
+SWEEP = {name: [text[:n] for text in ("e" * 1000, "漢字テキスト" * 200) for n in (1, 2, 127, 128, 129, 256, 257, 1000)]
+         for name in ("python-lstm", "shakespeare-lstm", "shakespeare-gru")}
 
 
 @pytest.fixture(scope="module")
 def bundled():
-    """A server over the committed models: their LSTM cell states grow the largest."""
-    with servers(ROOT / "models") as start:
+    """A server over the committed models (their LSTM cell states grow the largest), numpy's BLAS in one thread as
+    `python -m service` runs it (two threads make the recurrence ~10x slower on two cores)."""
+    with threadpool_limits(1, user_api="blas"), servers(ROOT / "models") as start:
         yield start(max_trace_chars=4096, max_trace_work=4096)
 
 
-@pytest.mark.parametrize("name", REGRESSIONS)
+@pytest.mark.parametrize(("name", "texts"), [*(pytest.param(n, t, id=f"regressions-{n}") for n, t in REGRESSIONS.items()),
+                                             *(pytest.param(n, t, id=f"sweep-{n}") for n, t in SWEEP.items())])
 @pytest.mark.slow
-def test_long_and_repetitive_texts_trace_without_error(bundled, name, caplog):
-    for text in REGRESSIONS[name]:
+def test_long_and_repetitive_texts_trace_without_error(bundled, name, texts, caplog):
+    for text in texts:
         with caplog.at_level(logging.ERROR, logger="rnnserve"):
             replies = list(bundled.stub.Trace(pb.TraceRequest(model=name, text=text, layers=[0], units=[0]), timeout=300))
         steps = [s for r in replies[1:] for s in r.steps]

@@ -121,3 +121,21 @@ def test_an_idle_connection_is_closed(serve):
         # The server's GOAWAY after 0.5 s without calls sends the channel back to IDLE.
         assert running.wait_for(lambda: grpc.ChannelConnectivity.READY in states and
                                 states[-1] == grpc.ChannelConnectivity.IDLE, 30), states
+
+
+def test_connections_beyond_max_connections_are_refused(serve):
+    running = serve(max_connections=2)
+    # One address: the limit is per listening socket, and "localhost" is two of them (IPv4 and IPv6).
+    channels = [grpc.insecure_channel(f"127.0.0.1:{running.port}", options=OWN_CONNECTION) for _ in range(3)]
+    try:
+        codes = []
+        for channel in channels:
+            try:
+                pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as err:
+                codes.append(err.code())
+        assert codes == [grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE]
+    finally:
+        for channel in channels:
+            channel.close()

@@ -1,5 +1,5 @@
 """The artifact contract, models/<name>/<version>/{model.onnx, tokenizer.json, meta.json}: the one thing training
-and serving share. Standard library, numpy and onnx only: training imports this package and nothing else of service/.
+and serving share. Standard library, numpy, onnx and Pillow only: training imports this package and nothing else of service/.
 
 meta (what meta.json holds), files (how an artifact's files are read as untrusted input) and kinds (what
 each kind's meta.json must say) are re-exported here; tokenizer, sampling, graph (model.onnx as untrusted
@@ -20,11 +20,12 @@ from service.artifact.files import (
     read_member,
     shown,
 )
-from service.artifact.kinds import KINDS, TRANSLATOR_KEYS, StateSpec, state_specs
+from service.artifact.kinds import CAPTIONER_KEYS, KINDS, TRANSLATOR_KEYS, StateSpec, state_specs
 from service.artifact.meta import (
     ATTENTION,
     CELLS,
     FORMAT,
+    IMAGE,
     KEYS,
     LENGTHS,
     LOGITS,
@@ -38,7 +39,8 @@ from service.artifact.meta import (
     Meta,
 )
 
-__all__ = ["ATTENTION", "CELLS", "DECODER_FILE", "ENCODER_FILE", "FORMAT", "KEYS", "KINDS", "LENGTHS", "LOGITS",
-           "MAX_BYTES", "MAX_SIZES", "MEMORY", "META_FILE", "MODEL_FILE", "PREV_TOKEN", "SOURCE_TOKENIZER_FILE", "SRC",
-           "SRC_LENGTHS", "SRC_MASK", "TARGET_TOKENIZER_FILE", "TOKENIZER_FILE", "TOKENS", "TRANSLATOR_KEYS", "Meta",
-           "StateSpec", "parse_json", "read_inside", "read_member", "shown", "state_specs"]
+__all__ = ["ATTENTION", "CAPTIONER_KEYS", "CELLS", "DECODER_FILE", "ENCODER_FILE", "FORMAT", "IMAGE", "KEYS",
+           "KINDS", "LENGTHS", "LOGITS", "MAX_BYTES", "MAX_SIZES", "MEMORY", "META_FILE", "MODEL_FILE", "PREV_TOKEN",
+           "SOURCE_TOKENIZER_FILE", "SRC", "SRC_LENGTHS", "SRC_MASK", "TARGET_TOKENIZER_FILE", "TOKENIZER_FILE",
+           "TOKENS", "TRANSLATOR_KEYS", "Meta", "StateSpec", "parse_json", "read_inside", "read_member", "shown",
+           "state_specs"]

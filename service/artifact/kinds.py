@@ -107,7 +107,54 @@ def _translator(meta: Meta) -> None:
         raise ValueError("meta.json translator.beam.length_penalty must be a number >= 0")
 
 
-RULES: dict[str, Callable[[Meta], None]] = {"char_lm": _char_lm, "classifier": _classifier, "translator": _translator}
+# The objects of meta.json's `captioner` section.
+CAPTIONER_KEYS = ("encoder", "decoder", "tokenizer", "image", "grid", "special_ids", "max_len", "beam")
+CAPTIONER_FILES = {("encoder", "file"): ENCODER_FILE, ("decoder", "file"): DECODER_FILE,
+                   ("tokenizer", "file"): TARGET_TOKENIZER_FILE}
+MAX_IMAGE_SIDE = 4096  # the encoder's input side: an image graph beyond this is a mistake, not a model
+MAX_CAPTION_LEN = 1024
+
+
+def _captioner(meta: Meta) -> None:
+    """A captioner's decoder state is what its cell carries; it names its files (the contract's names), the
+    encoder's input size, the feature grid it attends over, the special token ids, a caption length limit and
+    the beam settings its reported scores used."""
+    _stateful(meta)  # of its decoder-step graph
+    sizes, c = meta.sizes, meta.captioner
+    missing = [k for k in CAPTIONER_KEYS if not isinstance(c.get(k), dict)]
+    if missing:
+        raise ValueError(f"meta.json captioner lacks the object(s) {missing}")
+    for (section, key), name in CAPTIONER_FILES.items():
+        if c[section].get(key) != name:
+            raise ValueError(f"meta.json captioner.{section}.{key} must be {name!r}, got {c[section].get(key)!r:.60}")
+    if not (type(sizes.get("memory_size")) is int and 0 < sizes["memory_size"] <= MAX_WIDTH):
+        raise ValueError(f"meta.json sizes.memory_size must be an integer from 1 to {MAX_WIDTH}, "
+                         f"got {sizes.get('memory_size')!r:.40}")
+    for section, keys, limit in (("image", ("height", "width"), MAX_IMAGE_SIDE), ("grid", ("rows", "cols"), MAX_IMAGE_SIDE)):
+        for key in keys:
+            value = c[section].get(key)
+            if not (type(value) is int and 0 < value <= limit):
+                raise ValueError(f"meta.json captioner.{section}.{key} must be an integer from 1 to {limit}, "
+                                 f"got {value!r:.40}")
+    ids = c["special_ids"]
+    for name in SPECIALS:
+        if not (type(ids.get(name)) is int and 0 <= ids[name] < sizes["vocab_size"]):
+            raise ValueError(f"meta.json captioner.special_ids.{name} must be a token id "
+                             f"(0 to {sizes['vocab_size'] - 1}), got {ids.get(name)!r:.40}")
+    if len({ids[name] for name in SPECIALS}) != len(SPECIALS):
+        raise ValueError(f"meta.json captioner.special_ids must be distinct, got {ids}")
+    tokens = c["max_len"].get("tokens")
+    if not (type(tokens) is int and 1 <= tokens <= MAX_CAPTION_LEN):
+        raise ValueError(f"meta.json captioner.max_len.tokens must be an integer from 1 to {MAX_CAPTION_LEN}")
+    beam = c["beam"]
+    if not (type(beam.get("beam_size")) is int and beam["beam_size"] >= 1):
+        raise ValueError("meta.json captioner.beam.beam_size must be an integer >= 1")
+    if not (_number(beam.get("length_penalty")) and beam["length_penalty"] >= 0):
+        raise ValueError("meta.json captioner.beam.length_penalty must be a number >= 0")
+
+
+RULES: dict[str, Callable[[Meta], None]] = {"char_lm": _char_lm, "classifier": _classifier, "translator": _translator,
+                                           "captioner": _captioner}
 # meta.json sections that belong to one kind: any other kind must leave them empty.
-OWN_SECTIONS = {"translator": "translator"}
+OWN_SECTIONS = {"translator": "translator", "captioner": "captioner"}
 KINDS = tuple(RULES)

@@ -33,6 +33,10 @@ KEYS = "keys"
 PREV_TOKEN = "prev_token"
 SRC_MASK = "src_mask"
 ATTENTION = "attention"
+# A captioner's encoder graph is image[B,3,H,W] (float32 in [-1, 1], see image.py) -> memory[B,R,M] + keys[B,R,K]
+# + its decoder's initial state (h0, c0: [L,B,H]), R being the feature grid's regions (rows x cols, row-major);
+# its decoder graph is the translator's step with src_mask all true.
+IMAGE = "image"
 
 # Bounds on meta.json sizes: beyond them, the load-time self-check would ask for gigabytes of state and logits.
 MAX_SIZES = {"n_layer": 256, "hidden_size": 1 << 16, "vocab_size": 1 << 22}
@@ -53,7 +57,8 @@ class Meta:
     `runtime` the serving hints measured at export (best intra-op thread count);
     `precision` the graph's weights: "fp32" as exported, "int8" as quantized (python -m training quantize);
     `translator` (translators only) the graphs' files and I/O names, the tokenizer files, the languages,
-    the special token ids, the max-length rule and the beam settings the reported BLEU used.
+    the special token ids, the max-length rule and the beam settings the reported BLEU used;
+    `captioner` (captioners only) likewise, with the image size and scaling and the feature grid.
     """
 
     kind: str
@@ -70,13 +75,14 @@ class Meta:
     precision: str = "fp32"
     format: str = FORMAT
     translator: dict[str, Any] = field(default_factory=dict)
+    captioner: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Every field checked for type and range: meta.json is untrusted input, and a lie must fail here."""
         for key in ("format", "kind", "cell", "description", "precision"):
             if not isinstance(getattr(self, key), str):
                 raise ValueError(f"meta.json {key} must be a string")
-        for key in ("sizes", "training", "data", "evaluation", "versions", "runtime", "translator"):
+        for key in ("sizes", "training", "data", "evaluation", "versions", "runtime", "translator", "captioner"):
             if not isinstance(getattr(self, key), dict):
                 raise ValueError(f"meta.json {key} must be an object")
         if self.format != FORMAT:

@@ -68,8 +68,9 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
             raise ImageError(f"{width}x{height}: an image needs at least one pixel")
         if width * height > limits.max_pixels:
             raise ImageError(f"{width}x{height} = {width * height:,} pixels, over the limit of {limits.max_pixels:,}")
-        if getattr(img, "n_frames", 1) > 1:
-            raise ImageError(f"an animated {img.format} ({img.n_frames} frames): one still image expected")
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            raise ImageError(f"an animated {img.format} ({frames} frames): one still image expected")
         if img.mode not in CONVERTIBLE_MODES:
             raise ImageError(f"pixel mode {img.mode} (e.g. 16-bit samples) is not supported: 8-bit RGB, grey or CMYK")
         try:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from tests.support.data import ROOT, SHAKESPEARE, SST2_SENTENCES
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -132,6 +134,38 @@ def test_resume_with_another_number_of_ranks(data, tmp_path):
     for key in ("loss", "grad_norm"):
         pieces = [value for part in "abc" for value in _curve(tmp_path / part, key)]
         np.testing.assert_allclose(pieces, _curve(tmp_path / "straight", key), atol=TOL, rtol=0, err_msg=key)
+
+
+def _agree_and_gather(rank: int, tmp: Path) -> None:
+    """One rank of a 2-process gloo group (rendezvous through a file): its answers go to tmp/rank<r>.pt."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp / 'store'}", rank=rank, world_size=2)
+    world = World(rank, 2)
+    agreed = world.agree(loss_share=0.25 + rank, units=3 + rank, budget_used=10.0 if rank == 0 else 99.0)
+    carry = world.gather_rows(torch.full((2, 1, 3), float(rank)), dim=1)  # (L, b, H) -> (L, B, H)
+    dist.destroy_process_group()
+    torch.save({"agreed": agreed, "carry": carry}, tmp / f"rank{rank}.pt")
+
+
+@pytest.mark.process
+def test_ranks_agree_on_loss_units_and_rank_0s_clock(tmp_path):
+    """The per-step all-reduce: the loss and units are sums over ranks, the budget clock is rank 0's, on every
+    rank (so all set the same LR and stop on the same step); the LM's state is gathered in rank order."""
+    mp.spawn(_agree_and_gather, args=(tmp_path,), nprocs=2)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["agreed"] == (1.5, 7, 10.0)
+        assert got["carry"].shape == (2, 2, 3) and got["carry"][:, :, 0].tolist() == [[0.0, 1.0], [0.0, 1.0]]
+
+
+@pytest.mark.process
+def test_ranks_stop_together_on_a_time_budget(data, tmp_path):
+    """Each rank's clock starts at its own moment; the stop is rank 0's, agreed every step, so the job ends
+    cleanly on a step that was logged, evaluated and checkpointed as the last."""
+    _torchrun(2, *_args("char_lm", data), *COMMON, "--max_steps=1000000", "--time_budget_min=0.03",
+              f"--out_dir={tmp_path}")
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert 0 < ckpt["step"] < 1_000_000 and len(_curve(tmp_path)) == ckpt["step"]
 
 
 def test_global_batch_must_split_evenly_among_ranks(data, tmp_path):

@@ -168,6 +168,29 @@ def test_ranks_stop_together_on_a_time_budget(data, tmp_path):
     assert 0 < ckpt["step"] < 1_000_000 and len(_curve(tmp_path)) == ckpt["step"]
 
 
+@pytest.mark.process
+def test_training_image_script_trains_on_ranks_then_exports(tmp_path):
+    """deploy/train.sh, the training image's entrypoint, with NPROC=2: torchrun runs the recipe on 2 ranks, then the
+    checkpoint rank 0 wrote is exported (run here on the host, from a directory laid out like the image's)."""
+    if not SHAKESPEARE.exists():
+        pytest.skip(f"needs {SHAKESPEARE}")
+    work, shared = tmp_path / "rnnserve", tmp_path / "shared"
+    work.mkdir()
+    shared.mkdir()
+    (shared / "data").symlink_to(SHAKESPEARE.parents[1])  # the recipes read ../shared/data/...
+    for name in ("training", "service", "recipes"):
+        (work / name).symlink_to(ROOT / name)
+    env = {**os.environ, "NPROC": "2", "MODELS_OUT": str(tmp_path / "models"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["sh", str(ROOT / "deploy" / "train.sh"), "tiny-lm", "--max_steps=4", "--threads=1",
+                           "--sample_interval=0", "--log_interval=1"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(_curve(work / "runs" / "tiny-lm")) == 4
+    meta = json.loads((tmp_path / "models" / "tiny-lm" / "1" / "meta.json").read_text())
+    assert meta["training"]["config"]["batch_size"] == 16  # the recipe's global batch, 8 streams a rank
+
+
 def test_global_batch_must_split_evenly_among_ranks(data, tmp_path):
     cfg = load_config(None, [*_args("char_lm", data), f"--out_dir={tmp_path}", "--batch_size=6"])
     with pytest.raises(ValueError, match=r"batch_size \(6\) is the global batch and must be divisible .* \(4\)"):

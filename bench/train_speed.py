@@ -67,18 +67,18 @@ class Run:
         self.task = LMTask(self.cfg)
         self.model = self.task.model  # the module itself: evaluated, and its parameters optimised
         self.opt = make_optimizer(cfg.optim, self.model)
-        if variant.startswith("compile"):
-            self.task.model = torch.compile(self.model)
+        self.net = torch.compile(self.model) if variant.startswith("compile") else self.model  # what the forward runs through
         self.model.train()
 
     def step(self, lr: float) -> float:
         for group in self.opt.param_groups:
             group["lr"] = lr
-        loss, _ = self.task.train_step()
+        loss, _ = self.task.train_step(self.net)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip or math.inf)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return loss
+        return loss.item()
 
 
 def speed(cfg: TrainConfig, variant: str, steps: int) -> dict[str, float]:

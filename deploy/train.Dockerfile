@@ -2,6 +2,7 @@
 # it into /models.
 #   make wheels && podman build --format docker -f deploy/train.Dockerfile -t rnnserve-train .
 #   podman run --rm -v $PWD/models:/models -v $PWD/../shared/data:/srv/shared/data:ro rnnserve-train tiny-lm
+# Data-parallel: -e NPROC=2 (torchrun on this machine), or NNODES/RDZV_ENDPOINT/RDZV_ID across machines (train.sh).
 # Packages come from deploy/wheels/train (made on the host by `make wheels`), bind-mounted into the one
 # RUN that installs them: the build needs no index, and the wheels never become a layer.
 ARG BASE_IMAGE=python:3.11-slim

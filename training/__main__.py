@@ -14,6 +14,7 @@ from pathlib import Path
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     from training.config import load_config
+    from training.distributed import session
     from training.train import train
 
     if args.resume and (args.config or overrides):
@@ -21,9 +22,11 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     if not args.resume and not args.config and not overrides:
         sys.exit("train needs --config RECIPE (and/or --key=value overrides), or --resume CKPT")
     cfg = None if args.resume else load_config(args.config, overrides)
-    ckpt = train(cfg, resume=args.resume, progress=not args.quiet)
-    print(json.dumps({"checkpoint": f"{ckpt['config']['out_dir']}/last.pt", "step": ckpt["step"],
-                      "elapsed_s": round(ckpt["elapsed_s"], 1), **_floats(ckpt["metrics"])}))
+    with session() as world:  # under torchrun: this rank of the data-parallel job; otherwise one process
+        ckpt = train(cfg, resume=args.resume, progress=not args.quiet, world=world)
+    if world.is_main:
+        print(json.dumps({"checkpoint": f"{ckpt['config']['out_dir']}/last.pt", "step": ckpt["step"],
+                          "elapsed_s": round(ckpt["elapsed_s"], 1), **_floats(ckpt["metrics"])}))
 
 
 def _floats(m: dict) -> dict:
@@ -126,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train from a recipe; extra --key=value arguments override it",
-                       description="e.g. python -m training train --config recipes/shakespeare-lstm.json --max_steps=100")
+                       description="e.g. python -m training train --config recipes/shakespeare-lstm.json --max_steps=100; "
+                                   "data-parallel on N processes: torchrun --nproc_per_node=N -m training train ...")
     t.add_argument("--config", help="JSON recipe (see recipes/)")
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -61,10 +61,11 @@ class BPTTBatches:
     def __len__(self) -> int:
         return self.n // self.T
 
-    def window(self, i: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets (B, T) of window i, streams shifted by `offset` characters (< T)."""
-        starts = np.arange(self.B) * self.n + offset + i * self.T  # (B,)
-        idx = starts[:, None] + np.arange(self.T + 1)[None, :]  # (B, T+1)
+    def window(self, i: int, offset: int = 0, streams: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets (b, T) of window i of the chosen streams (all B by default), shifted by `offset`
+        characters (< T)."""
+        starts = np.arange(self.B)[streams] * self.n + offset + i * self.T  # (b,)
+        idx = starts[:, None] + np.arange(self.T + 1)[None, :]  # (b, T+1)
         chunk = self.data[idx]
         return chunk[:, :-1], chunk[:, 1:]
 

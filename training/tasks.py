@@ -1,6 +1,20 @@
 """What differs between training a char LM, a classifier and a translator: data, model, one step, evaluation.
 
-Each task owns its data position so a checkpoint can resume at the exact next batch.
+The contract every task keeps with the loop (training/train.py), so that it trains in one process or as
+one of several data-parallel ranks (training/distributed.py) with the same results:
+
+- `model`: the bare module (evaluation, sampling, export and the checkpoint use it).
+- `shard(world)`: called once, before `load_state_dict`; from then on `train_step` reads only this rank's
+  share of each global batch (`world.rows`, `world.even_rows` or `world.share`). Every rank walks the same
+  global data position (same seed, same permutation), so the position is global and rank-independent.
+- `train_step(model)`: runs the forward through `model` (the DDP wrapper on several ranks) and returns this
+  rank's share of the global batch's mean loss (the sum of its items' losses divided by the global batch's
+  count, times its `world.share` weight) and the units it read. The loop back-propagates it; the shares of
+  all ranks sum to the one-process loss.
+- `state_dict()`: the global data position, called on every rank at the same step (it may gather across
+  ranks; rank 0's is saved). `load_state_dict` takes a global position and keeps this rank's share of it,
+  so a run resumes with any number of ranks.
+- `evaluate()`, `sample(seed)` (char LMs): rank 0 only.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from service.artifact.corpus import read_sentences
 from service.artifact.tokenizer import Tokenizer, split_words
 from training.config import TrainConfig
 from training.data import BPTTBatches, CharCorpus, file_info, pad_batch
+from training.distributed import SINGLE, World
 from training.evaluate import encode_all, evaluate_classifier, evaluate_lm
 from training.model import CharLM, Classifier
 from training.precision import autocast
@@ -41,7 +56,13 @@ class LMTask:
                           "val": {**file_info(cfg.data.path), "split": f"last {cfg.data.val_fraction:.0%}"}}
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch, self.offset, self.next_window = 0, 0, 0
-        self.carry: list[torch.Tensor] | None = None
+        self.world, self.streams = SINGLE, slice(None)
+        self.carry: list[torch.Tensor] | None = None  # this rank's streams' state, each (L, B / ranks, H)
+
+    def shard(self, world: World) -> None:
+        """Rank r owns streams r*B/W .. (r+1)*B/W - 1 of the B global ones, for the whole run: the state it
+        carries from one window to the next is its own streams', so truncated BPTT stays exact."""
+        self.world, self.streams = world, world.even_rows(self.cfg.batch_size, "batch_size")
 
     def _next(self) -> tuple[np.ndarray, np.ndarray]:
         if self.next_window >= (self.batches.n - self.offset) // self.cfg.seq_len:
@@ -49,20 +70,19 @@ class LMTask:
             self.epoch += 1
             self.offset = int(self.rng.integers(self.cfg.seq_len))
             self.next_window, self.carry = 0, None
-        x, y = self.batches.window(self.next_window, self.offset)
+        x, y = self.batches.window(self.next_window, self.offset, self.streams)
         self.next_window += 1
         return x, y
 
-    def train_step(self) -> tuple[float, int]:
-        x, y = self._next()
+    def train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, int]:
+        x, y = self._next()  # (b, T): this rank's b of the B streams
         if self.carry is None:
-            self.carry = list(self.model.init_state(self.cfg.batch_size))
+            self.carry = list(self.model.init_state(len(x)))
         with autocast(self.cfg.precision):
-            logits, *state = self.model(torch.from_numpy(x), *self.carry)  # (B, T, V)
+            logits, *state = model(torch.from_numpy(x), *self.carry)  # (b, T, V)
         self.carry = [s.detach().float() for s in state]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), torch.from_numpy(y).flatten())
-        loss.backward()
-        return loss.item(), x.size
+        loss = F.cross_entropy(logits.float().flatten(0, 1), torch.from_numpy(y).flatten(), reduction="sum")
+        return loss / (self.cfg.batch_size * self.cfg.seq_len), x.size
 
     def evaluate(self) -> dict[str, Any]:
         m = evaluate_lm(self.model, self.corpus.val, self.cfg.eval_batch_size)
@@ -72,12 +92,14 @@ class LMTask:
         return generate(self.model, self.tok, "\n", self.cfg.sample_len, temperature=0.8, seed=seed)
 
     def state_dict(self) -> dict[str, Any]:
+        """The carried state of all B streams, gathered from the ranks (dim 1 is the stream)."""
+        carry = None if self.carry is None else [self.world.gather_rows(s, dim=1) for s in self.carry]
         return {"epoch": self.epoch, "offset": self.offset, "next_window": self.next_window,
-                "carry": self.carry, "rng": self.rng.bit_generator.state}
+                "carry": carry, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.epoch, self.offset, self.next_window = s["epoch"], s["offset"], s["next_window"]
-        self.carry = s["carry"]
+        self.carry = None if s["carry"] is None else [c[:, self.streams].contiguous() for c in s["carry"]]
         self.rng.bit_generator.state = s["rng"]
 
 
@@ -107,20 +129,26 @@ class ClassifierTask:
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch, self.next_batch = 0, 0
         self.perm = self.rng.permutation(len(self.seqs))
+        self.world = SINGLE
 
-    def train_step(self) -> tuple[float, int]:
+    def shard(self, world: World) -> None:
+        """Rank r takes its contiguous slice of each global batch of the same permutation."""
+        world.even_rows(self.cfg.batch_size, "batch_size")
+        self.world = world
+
+    def train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, int]:
         B = self.cfg.batch_size
         if self.next_batch * B >= len(self.perm):
             self.epoch += 1
             self.perm, self.next_batch = self.rng.permutation(len(self.seqs)), 0
-        idx = self.perm[self.next_batch * B : (self.next_batch + 1) * B]
+        batch = self.perm[self.next_batch * B : (self.next_batch + 1) * B]  # the global batch (short at an epoch's end)
         self.next_batch += 1
+        idx, weight = self.world.share(batch)
         tokens, lengths = pad_batch([self.seqs[i] for i in idx], self.tok.pad_id)
         with autocast(self.cfg.precision):
-            logits = self.model(torch.from_numpy(tokens), torch.from_numpy(lengths))  # (B, C)
-        loss = F.cross_entropy(logits.float(), torch.from_numpy(self.train_data.labels[idx]))
-        loss.backward()
-        return loss.item(), len(idx)
+            logits = model(torch.from_numpy(tokens), torch.from_numpy(lengths))  # (b, C)
+        loss = F.cross_entropy(logits.float(), torch.from_numpy(self.train_data.labels[idx]), reduction="sum")
+        return loss * (weight / len(batch)), len(idx) if weight else 0
 
     def evaluate(self) -> dict[str, Any]:
         m = evaluate_classifier(self.model, self.tok, self.val_data, self.cfg.eval_batch_size)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from training.config import TrainConfig
 from training.data import pad_batch
+from training.distributed import SINGLE, World
 from training.parallel import pair_info, read_pairs, token_batches
 from training.search import LengthRule
 from training.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -50,21 +51,29 @@ class TranslationTask:
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch, self.next_batch = 0, 0
         self.batches = token_batches(self.src_lens, self.tgt_lens, cfg.batch_tokens, self.rng)
+        self.world = SINGLE
 
-    def train_step(self) -> tuple[float, int]:
+    def shard(self, world: World) -> None:
+        """Rank r takes its contiguous slice of the rows of each global (length-bucketed) batch."""
+        self.world = world
+
+    def train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, int]:
         if self.next_batch >= len(self.batches):
             self.epoch += 1
             self.batches, self.next_batch = token_batches(self.src_lens, self.tgt_lens, self.cfg.batch_tokens, self.rng), 0
-        idx = self.batches[self.next_batch]
+        batch = self.batches[self.next_batch]  # the global batch
         self.next_batch += 1
-        src, lengths = pad_batch([self.src[i] for i in idx], SPECIAL_IDS.pad)  # (B, S)
-        y, _ = pad_batch([self.tgt[i] for i in idx], SPECIAL_IDS.pad)  # (B, T), EOS-terminated
-        logits = self.model(torch.from_numpy(src), torch.from_numpy(lengths), torch.from_numpy(shift_right(y)))
+        idx, weight = self.world.share(batch)
+        src, lengths = pad_batch([self.src[i] for i in idx], SPECIAL_IDS.pad)  # (b, S)
+        y, _ = pad_batch([self.tgt[i] for i in idx], SPECIAL_IDS.pad)  # (b, T), EOS-terminated
+        logits = model(torch.from_numpy(src), torch.from_numpy(lengths), torch.from_numpy(shift_right(y)))
         target = torch.from_numpy(y).flatten()
         loss = F.cross_entropy(logits.flatten(0, 1), target, ignore_index=SPECIAL_IDS.pad,
-                               label_smoothing=self.cfg.label_smoothing)
-        loss.backward()
-        return loss.item(), int((target != SPECIAL_IDS.pad).sum())
+                               label_smoothing=self.cfg.label_smoothing, reduction="sum")
+        # The mean over the global batch's target tokens, which every rank knows without communicating:
+        # ranks' shares hold different numbers of tokens, so a per-rank mean would weigh them wrongly.
+        global_tokens = int(self.tgt_lens[batch].sum())
+        return loss * (weight / global_tokens), int((target != SPECIAL_IDS.pad).sum()) if weight else 0
 
     def evaluate(self) -> dict[str, Any]:
         """Teacher-forced loss and perplexity, and BLEU of greedy translations of the whole validation set."""

@@ -187,7 +187,7 @@ def test_direction_is_a_config_switch(corpus, tmp_path):
     assert back.data_info["train"]["source"]["name"] == "train.yy"
     assert back.tok.source.to_str() == fwd.tok.target.to_str()
     assert back.tok.target.to_str() == fwd.tok.source.to_str()
-    assert back.train_step()[1] > 0
+    assert back.train_step(back.model)[1] > 0
     with pytest.raises(ValueError, match="two different languages"):
         load_config(None, _args(corpus, tmp_path, "--data.target=xx"))
 

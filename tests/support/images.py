@@ -17,8 +17,9 @@ def picture(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     r = 255 * x / max(width - 1, 1)
     g = 255 * y / max(height - 1, 1)
-    b = 255 * ((x - width * 0.6) ** 2 + (y - height * 0.4) ** 2 < (min(width, height) / 4) ** 2)
-    rgb = np.stack([r, g, b], axis=2) + rng.normal(0, 12, (height, width, 3))
+    cx, cy = rng.uniform(0.2, 0.8, 2)  # each seed puts the disc elsewhere and orders the colours its own way
+    b = 255 * ((x - width * cx) ** 2 + (y - height * cy) ** 2 < (min(width, height) / 4) ** 2)
+    rgb = np.stack([r, g, b], axis=2)[..., rng.permutation(3)] + rng.normal(0, 12, (height, width, 3))
     return Image.fromarray(rgb.clip(0, 255).astype(np.uint8), "RGB")
 
 

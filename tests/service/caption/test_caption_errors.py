@@ -54,9 +54,9 @@ def test_request_fields_are_checked(caption_server):
 
 def test_the_image_limits_come_from_the_settings(captioner_repo):
     with servers(captioner_repo) as start:
-        running = start(max_image_bytes=2000, max_image_pixels=5000, http_port=-1)
-        code, details = _code(lambda: _stream(running.stub, images.jpeg(0, 300, 200)))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "over the limit of 2,000" in details
+        running = start(max_image_bytes=20_000, max_image_pixels=5000, http_port=-1)
+        code, details = _code(lambda: _stream(running.stub, images.jpeg(0, 600, 400)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "over the limit of 20,000" in details
         code, details = _code(lambda: _stream(running.stub, images.png(0, 100, 60)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "6,000 pixels, over the limit of 5,000" in details
         assert _stream(running.stub, images.png(0, 40, 30))

@@ -64,26 +64,19 @@ def test_the_image_limits_come_from_the_settings(captioner_repo):
 
 def test_metrics_count_images_requests_encoder_batches_and_first_words(caption_server):
     r = caption_server
-    before = {name: r.metric(name, **labels) for name, labels in (
-        ("rnnserve_images_total", {"model": CAPTIONER, "result": "accepted"}),
-        ("rnnserve_images_total", {"model": CAPTIONER, "result": "refused"}),
-        ("rnnserve_requests_total", {"method": "Caption", "code": "OK"}),
-        ("rnnserve_requests_total", {"method": "Caption", "code": "INVALID_ARGUMENT"}),
-        ("rnnserve_encode_batch_size_sum", {"model": CAPTIONER, "kind": "captioner"}),
-        ("rnnserve_time_to_first_token_seconds_count", {"model": CAPTIONER, "kind": "captioner"}),
-        ("rnnserve_image_decode_seconds_count", {"model": CAPTIONER}))}
+    series = [("rnnserve_images_total", {"model": CAPTIONER, "result": "accepted"}),
+              ("rnnserve_images_total", {"model": CAPTIONER, "result": "refused"}),
+              ("rnnserve_requests_total", {"method": "Caption", "code": "OK"}),
+              ("rnnserve_requests_total", {"method": "Caption", "code": "INVALID_ARGUMENT"}),
+              ("rnnserve_encode_batch_size_sum", {"model": CAPTIONER, "kind": "captioner"}),
+              ("rnnserve_time_to_first_token_seconds_count", {"model": CAPTIONER, "kind": "captioner"}),
+              ("rnnserve_image_decode_seconds_count", {"model": CAPTIONER})]
+    before = [r.metric(name, **labels) for name, labels in series]
     _stream(r.stub, images.jpeg())
     _stream(r.stub, images.png())
     _code(lambda: _stream(r.stub, b"not an image"))
-    after = [r.metric(name, **labels) for (name, labels) in (
-        ("rnnserve_images_total", {"model": CAPTIONER, "result": "accepted"}),
-        ("rnnserve_images_total", {"model": CAPTIONER, "result": "refused"}),
-        ("rnnserve_requests_total", {"method": "Caption", "code": "OK"}),
-        ("rnnserve_requests_total", {"method": "Caption", "code": "INVALID_ARGUMENT"}),
-        ("rnnserve_encode_batch_size_sum", {"model": CAPTIONER, "kind": "captioner"}),
-        ("rnnserve_time_to_first_token_seconds_count", {"model": CAPTIONER, "kind": "captioner"}),
-        ("rnnserve_image_decode_seconds_count", {"model": CAPTIONER}))]
-    assert [a - b for a, b in zip(after, before.values(), strict=True)] == [2, 1, 2, 1, 2, 2, 2]
+    after = [r.metric(name, **labels) for name, labels in series]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 2, 1, 2, 2, 2]
 
 
 def _infer(stub, images_: list[bytes], **params) -> v2.ModelInferResponse:

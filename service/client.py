@@ -1,4 +1,5 @@
-"""Command-line client: python -m service.client {generate, translate, classify, models, trace, reload} (see --help of each)."""
+"""Command-line client: python -m service.client {generate, translate, caption, classify, models, trace, reload}
+(see --help of each)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,54 @@ def _alignment(path: str, title: str, al: pb.Alignment) -> None:
         note = "Each row is an output token, each column a source token; the darker the cell, the more attention."
         Path(path).write_text(alignpage.render(title, al.source_tokens, al.target_tokens, al.weights, note), encoding="utf-8")
     print(f"wrote {path}: {len(al.target_tokens)} x {len(al.source_tokens)} alignment", file=sys.stderr)
+
+
+def _caption(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
+    """One image: its caption printed as it is decoded. Several: one CaptionBatch, a line per image. With --attention,
+    each image's attention pictures (IMAGE_STEM.attention.png and .html) go to --out-dir."""
+    images = [_read(path) for path in a.images]
+    search = {"beam_size": a.beam, "return_attention": a.attention}
+    if a.max_tokens is not None:
+        search["max_tokens"] = a.max_tokens
+    if len(images) == 1:
+        finished = None
+        req = pb.CaptionRequest(model=a.model, version=a.version, image=images[0], flush_chars=1, **search)
+        for reply in stub.Caption(req, **a.call):
+            sys.stdout.write(reply.text)
+            sys.stdout.flush()
+            if reply.HasField("finished"):
+                finished = reply.finished
+        print()
+        results = [finished] if finished is not None else []
+        if finished is not None:
+            u = finished.usage
+            print(f"[{pb.FinishReason.Name(finished.finish_reason)}] {u.generated_tokens} tokens, first after "
+                  f"{u.time_to_first_token_s * 1000:.1f} ms, total {u.total_time_s * 1000:.1f} ms (version {finished.version})",
+                  file=sys.stderr)
+    else:
+        reply = stub.CaptionBatch(pb.CaptionBatchRequest(model=a.model, version=a.version, images=images, **search),
+                                  **a.call)
+        for path, c in zip(a.images, reply.captions, strict=True):
+            print(f"{path}\t{c.text}")
+        results = [c.finished for c in reply.captions]
+    if a.attention:
+        for path, data, f in zip(a.images, images, results, strict=True):
+            _attention_pictures(Path(path), data, f"{a.model} v{f.version}: {Path(path).name}", f.attention, Path(a.out_dir))
+
+
+def _attention_pictures(path: Path, data: bytes, title: str, at: pb.CaptionAttention, out_dir: Path) -> None:
+    from service.artifact.image import decode
+    from service.interpret import captionpage
+
+    img = decode(data)  # upright, as the server saw it
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{path.stem}.attention"
+    Path(f"{stem}.png").write_bytes(captionpage.png(img, at.words, at.weights, at.rows, at.cols))
+    note = (f"Each panel is the image lit where the model looked when it chose the word under it ({at.rows} x {at.cols} "
+            "regions, smoothed).")
+    Path(f"{stem}.html").write_text(captionpage.render(title, img, at.words, at.weights, at.rows, at.cols, note),
+                                         encoding="utf-8")
+    print(f"wrote {stem}.png and {stem}.html: {len(at.words)} words", file=sys.stderr)
 
 
 def _classify(stub: pb_grpc.InferenceStub, a: argparse.Namespace) -> None:
@@ -223,6 +272,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="write the alignment: an HTML page (FILE.html, no dependencies) or a PNG (FILE.png, needs matplotlib)")
     tr.add_argument("--flush-chars", type=int, default=0, help="0 = server default")
     tr.add_argument("--flush-ms", type=int, default=0, help="0 = server default")
+    cp = sub.add_parser("caption", help="caption images (JPEG or PNG) with a captioner model")
+    cp.add_argument("images", nargs="+", metavar="IMAGE")
+    cp.add_argument("--model", required=True)
+    cp.add_argument("--version", type=int, default=0, help="0 = latest")
+    cp.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy")
+    cp.add_argument("--max-tokens", type=int, default=None, help="most words (default: the model's limit)")
+    cp.add_argument("--attention", action="store_true",
+                    help="write each image's attention pictures: IMAGE_STEM.attention.png and .html in --out-dir")
+    cp.add_argument("--out-dir", default=".", help="where --attention writes (default: the current directory)")
     c = sub.add_parser("classify", help="label texts given as arguments or one per line in --file")
     c.add_argument("texts", nargs="*")
     c.add_argument("--file", help="read texts from this file, one per line ('-': standard input)")
@@ -247,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     a.call = {"timeout": a.timeout, "metadata": (("authorization", f"Bearer {token}"),) if token else None}
     with _channel(a) as channel:
         stub = pb_grpc.AdminStub(channel) if a.cmd == "reload" else pb_grpc.InferenceStub(channel)
-        commands = {"generate": _generate, "translate": _translate, "classify": _classify, "models": _models,
+        commands = {"generate": _generate, "translate": _translate, "caption": _caption, "classify": _classify, "models": _models,
                     "trace": _trace, "reload": _reload}
         try:
             commands[a.cmd](stub, a)

@@ -109,6 +109,15 @@ INTER_TOKEN = WeightedHistogram("rnnserve_inter_token_seconds",
 GENERATED_TOKENS = Counter("rnnserve_generated_tokens_total",
                            "Encoder-decoder requests: output positions decoded (a beam search counts one per step).",
                            ["model", "version", "kind"])
+ENCODE_BATCH = WeightedHistogram("rnnserve_encode_batch_size",
+                                 "Encoder-decoder requests: sources (texts, images) read by one encoder call.",
+                                 ["model", "version", "kind"], BATCH)
+IMAGES = Counter("rnnserve_images_total", "Captioner: request images by result: accepted (read, handed to the "
+                 "engine) or refused (INVALID_ARGUMENT: not a JPEG/PNG, corrupt, over a limit).",
+                 ["model", "version", "result"])
+IMAGE_DECODE_SECONDS = Histogram("rnnserve_image_decode_seconds",
+                                 "Captioner: time to read one image file (decode, orient, resize), off the event loop.",
+                                 ["model", "version"], buckets=SECONDS)
 MODEL_INFO = Gauge("rnnserve_model_info", "Loaded model versions (value 1).", ["model", "version", "kind", "cell"])
 RELOADS = Counter("rnnserve_model_reloads_total",
                   "Model versions loaded, unloaded or refused by repository reloads (not the start-up load).",
@@ -176,6 +185,7 @@ class Seq2SeqMetrics:
     inter_token: WeightedHistogram.Child
     queue_wait: Histogram
     encode_call: WeightedHistogram.Child
+    encode_batch: WeightedHistogram.Child
     decode_call: WeightedHistogram.Child
     decode_batch: WeightedHistogram.Child
     active: Gauge
@@ -188,8 +198,24 @@ class Seq2SeqMetrics:
         v = str(version)
         return cls(TIME_TO_FIRST_TOKEN.labels(model, v, kind), INTER_TOKEN.labels(model, v, kind),
                    QUEUE_WAIT.labels(model, v, method), MODEL_CALL_SECONDS.labels(model, v, "encode"),
-                   MODEL_CALL_SECONDS.labels(model, v, "decode"), DECODE_BATCH.labels(model, v, kind),
-                   ACTIVE_STREAMS.labels(model, v), QUEUED.labels(model, v, method), GENERATED_TOKENS.labels(model, v, kind))
+                   ENCODE_BATCH.labels(model, v, kind), MODEL_CALL_SECONDS.labels(model, v, "decode"),
+                   DECODE_BATCH.labels(model, v, kind), ACTIVE_STREAMS.labels(model, v), QUEUED.labels(model, v, method),
+                   GENERATED_TOKENS.labels(model, v, kind))
+
+
+@dataclass(frozen=True)
+class ImageMetrics:
+    """A captioner version's image counters, bound once."""
+
+    accepted: Counter
+    refused: Counter
+    decode_seconds: Histogram
+
+    @classmethod
+    def bind(cls, model: str, version: int) -> ImageMetrics:
+        v = str(version)
+        return cls(IMAGES.labels(model, v, "accepted"), IMAGES.labels(model, v, "refused"),
+                   IMAGE_DECODE_SECONDS.labels(model, v))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,13 @@ class Settings:
     max_beam_size: int = 8  # largest beam_size (and at most max_streams: each hypothesis holds one of those rows)
     max_translate_texts: int = 64  # texts per TranslateBatch request
 
+    # Caption: decoded like Translate (its rows, queue, beam and flush settings); the image is untrusted bytes
+    max_image_bytes: int = 4 << 20  # an image file's bytes (a request must also fit max_receive_message_bytes)
+    max_image_pixels: int = 16_000_000  # width x height from its header, checked before decoding (48 MB as RGB)
+    max_caption_images: int = 32  # images per CaptionBatch request (and per v2 ModelInfer)
+    image_encode_batch: int = 8  # images through the image encoder in one call
+    image_decode_threads: int = 2  # threads reading image files, per model version; at most this many are in memory
+
     # Classify: dynamic batching, per model
     classify_max_batch: int = 64  # texts per model call; 1 turns batching off
     classify_max_delay_ms: float = 2.0  # how long the first text of a batch waits for company
@@ -105,7 +112,8 @@ class Settings:
                     "default_max_tokens", "max_stop_chars", "flush_chars", "flush_ms", "deliver_ms", "classify_max_batch",
                     "classify_max_queue", "classify_max_batch_tokens", "max_classify_texts", "max_classify_tokens",
                     "max_trace_chars", "max_trace_units", "max_trace_work", "max_traces", "max_source_bytes",
-                    "max_source_tokens", "max_beam_size", "max_translate_texts", "inter_op_threads",
+                    "max_source_tokens", "max_beam_size", "max_translate_texts", "max_image_bytes", "max_image_pixels",
+                    "max_caption_images", "image_encode_batch", "image_decode_threads", "inter_op_threads",
                     "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "session_max_requests",
                     "session_idle_s", "session_max_s", "max_request_s", "keepalive_s", "max_streams_per_connection",
                     "max_connections", "connection_idle_s", "connection_age_s", "handshake_timeout_s",

@@ -35,8 +35,8 @@ def model_info(m: Model, latest: bool) -> pb.ModelInfo:
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
-    """Generate, Classify, Trace, Translate and TranslateBatch go to the handler of the model's kind (service/kinds/);
-    listings are served here."""
+    """Generate, Classify, Trace, Translate, TranslateBatch, Caption and CaptionBatch go to the handler of the model's
+    kind (service/kinds/); listings are served here."""
 
     def __init__(self, host: ModelHost) -> None:
         self.host, self.settings = host, host.settings
@@ -68,6 +68,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     @rpc
     async def TranslateBatch(self, request: pb.TranslateBatchRequest, context) -> pb.TranslateBatchResponse:  # noqa: N802
         return await self._handler("TranslateBatch", request.model, request.version)(request)
+
+    @rpc
+    async def Caption(self, request: pb.CaptionRequest, context) -> AsyncIterator[pb.CaptionResponse]:  # noqa: N802
+        async for reply in self._handler("Caption", request.model, request.version)(request):
+            yield reply
+
+    @rpc
+    async def CaptionBatch(self, request: pb.CaptionBatchRequest, context) -> pb.CaptionBatchResponse:  # noqa: N802
+        return await self._handler("CaptionBatch", request.model, request.version)(request)
 
     @rpc
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:  # noqa: N802

@@ -48,8 +48,8 @@ def pack_bytes(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in items)
 
 
-def input_texts(req: v2.ModelInferRequest, model: str, spec: Tensor) -> list[str]:
-    """The strings of the model's one BYTES input, checked for name, datatype, shape and encoding."""
+def input_bytes(req: v2.ModelInferRequest, model: str, spec: Tensor) -> list[bytes]:
+    """The elements of the model's one BYTES input, checked for name, datatype and shape."""
     names = [t.name for t in req.inputs]
     for i, name in enumerate(names):
         if name != spec.name:
@@ -73,10 +73,16 @@ def input_texts(req: v2.ModelInferRequest, model: str, spec: Tensor) -> list[str
         items = list(t.contents.bytes_contents)
     if len(items) != int(np.prod(t.shape)):
         raise InvalidArgument(field, f"shape {list(t.shape)} holds {int(np.prod(t.shape))} elements, the data has {len(items)}")
+    return items
+
+
+def input_texts(req: v2.ModelInferRequest, model: str, spec: Tensor) -> list[str]:
+    """The strings of the model's one BYTES input, checked for name, datatype, shape and encoding."""
+    items = input_bytes(req, model, spec)
     try:
         return [b.decode() for b in items]
     except UnicodeDecodeError as err:
-        raise InvalidArgument(field, f"element is not UTF-8: {err}") from None
+        raise InvalidArgument(f"inputs[{spec.name!r}]", f"element is not UTF-8: {err}") from None
 
 
 def requested_outputs(req: v2.ModelInferRequest, model: str, outputs: list[Tensor]) -> list[Tensor]:
@@ -137,11 +143,8 @@ def _stop(v: object) -> list[str]:
     return [v]
 
 
-def translate_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> tuple[list[str], pb.TranslateRequest]:
-    """The texts, and a native TranslateRequest carrying the search and flush options for
-    service.api.translate_params to validate like any other."""
-    texts = input_texts(req, model, spec)
-    native = pb.TranslateRequest(model=model)
+def _search_options(req: v2.ModelInferRequest, model: str, native: pb.TranslateRequest | pb.CaptionRequest) -> None:
+    """The search and flush parameters (TRANSLATE_PARAMS) set on a native request, checked for type and range."""
     for k, v in _check_params(req, model, TRANSLATE_PARAMS).items():
         integer = k in TRANSLATE_INT_PARAMS
         if isinstance(v, bool) or not isinstance(v, int if integer else int | float):
@@ -150,7 +153,23 @@ def translate_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> tu
             setattr(native, k, v)
         except (ValueError, TypeError):
             raise InvalidArgument(f"parameters.{k}", f"{v} is out of range") from None
+
+
+def translate_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> tuple[list[str], pb.TranslateRequest]:
+    """The texts, and a native TranslateRequest carrying the search and flush options for
+    service.api.translate_params to validate like any other."""
+    texts = input_texts(req, model, spec)
+    native = pb.TranslateRequest(model=model)
+    _search_options(req, model, native)
     return texts, native
+
+
+def caption_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> tuple[list[bytes], pb.CaptionRequest]:
+    """The image files' bytes, and a native CaptionRequest carrying the search and flush options (as Translate's)."""
+    images = input_bytes(req, model, spec)
+    native = pb.CaptionRequest(model=model)
+    _search_options(req, model, native)
+    return images, native
 
 
 def classify_request(req: v2.ModelInferRequest, model: str, spec: Tensor) -> pb.ClassifyRequest:

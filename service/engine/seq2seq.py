@@ -100,6 +100,7 @@ class Seq2SeqEngine(DecodeLoop[Seq2SeqStream]):
         memories = self.encoder.encode([s.params.source for s in group])
         now = time.perf_counter()
         self.m.encode_call.observe(now - t0)
+        self.m.encode_batch.observe(len(group))
         for s, memory in zip(group, memories, strict=True):
             s.started(memory.length, self.text.eos)
         self.rows.add(group, memories, self.text.bos, self.step, now)

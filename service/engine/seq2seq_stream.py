@@ -48,6 +48,15 @@ class Seq2SeqStream(StreamBase[Seq2SeqFinished]):
         self.first = 0.0  # when its first step ran
         self.sent = ""  # text sent so far
 
+    async def whole(self) -> tuple[str, Seq2SeqFinished]:
+        """Its whole text and how it ended, once it has (for a request that wants the text only at the end)."""
+        parts = []
+        async for chunk in self.chunks():
+            parts.append(chunk.text)
+            if chunk.finished is not None:
+                return "".join(parts), chunk.finished
+        raise AssertionError("a stream ends with a finished chunk")
+
     def started(self, width: int, eos: int) -> None:
         """Its source is read: `width` memory rows. Allocates what the search keeps per step."""
         p = self.params

@@ -19,6 +19,7 @@ own engine):
 """
 
 from service.kinds.base import Handler, Kind, Served, get, handler, register
+from service.kinds.captioner import Captioner
 from service.kinds.char_lm import CharLM
 from service.kinds.classifier import Classifier
 from service.kinds.translator import Translator
@@ -26,5 +27,6 @@ from service.kinds.translator import Translator
 register(CharLM())
 register(Classifier())
 register(Translator())
+register(Captioner())
 
 __all__ = ["Handler", "Kind", "Served", "get", "handler", "register"]

@@ -54,16 +54,6 @@ def finished_pb(f: Seq2SeqFinished, version: int, source: Sequence[int], tok: Su
     return reply
 
 
-async def _whole(stream: Seq2SeqStream) -> tuple[str, Seq2SeqFinished]:
-    """A translation's text and how it ended, once it has."""
-    parts = []
-    async for chunk in stream.chunks():
-        parts.append(chunk.text)
-        if chunk.finished is not None:
-            return "".join(parts), chunk.finished
-    raise AssertionError("a stream ends with a finished chunk")
-
-
 class Translator(Kind[Seq2SeqEngine]):
     name = "translator"
     v2_decoupled = True  # ModelStreamInfer sends the translation as it is decoded
@@ -116,7 +106,7 @@ class Translator(Kind[Seq2SeqEngine]):
         options = search(request, _default_penalty(model.meta), s)
         streams = self._submit(served, [(f"texts[{i}]", t) for i, t in enumerate(request.texts)], options, WHOLE)
         try:
-            done = await asyncio.gather(*(_whole(x) for x in streams))
+            done = await asyncio.gather(*(x.whole() for x in streams))
         finally:
             for x in streams:
                 engine.cancel(x)
@@ -153,7 +143,7 @@ class Translator(Kind[Seq2SeqEngine]):
                 async for chunk in streams[0].chunks():
                     yield _v2_reply(template, wanted, [chunk.text], [chunk.finished] if chunk.finished else [], True)
             else:
-                done = await asyncio.gather(*(_whole(x) for x in streams))
+                done = await asyncio.gather(*(x.whole() for x in streams))
                 yield _v2_reply(template, wanted, [text for text, _ in done], [f for _, f in done], False)
         finally:
             for x in streams:

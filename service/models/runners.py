@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions behind small runners: the stateful char LM, the classifier and the translator's two graphs."""
+"""ONNX Runtime sessions behind small runners: the stateful char LM, the classifier, and the translator's and the
+captioner's two graphs (their decoder steps alike)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,16 @@ def make_session(model: Path | bytes, intra_op_threads: int, inter_op_threads: i
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
-def load_session(path: Path, filename: str, meta: Meta, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
-    """One graph of an artifact, read as untrusted bytes: self-contained, its recurrent nodes of meta.json's cell."""
+def load_session(path: Path, filename: str, meta: Meta, intra_op_threads: int, inter_op_threads: int,
+                 recurrent: bool = True) -> ort.InferenceSession:
+    """One graph of an artifact, read as untrusted bytes: self-contained, its recurrent nodes of meta.json's cell
+    (`recurrent`), or none at all (a captioner's image encoder, a convolutional network)."""
     data = artifact.read_member(path, filename)
     cells = graph.recurrent_cells(graph.parse(data))
-    if cells != {meta.cell}:
+    if recurrent and cells != {meta.cell}:
         raise ValueError(f"meta.json cell is {meta.cell!r} but the graph's recurrent nodes are {sorted(cells) or 'none'}")
+    if not recurrent and cells:
+        raise ValueError(f"{filename} must have no recurrent nodes, it has {sorted(cells)}")
     try:
         return make_session(data, intra_op_threads, inter_op_threads)
     except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
@@ -179,32 +184,72 @@ class ClassifierRunner:
             raise ValueError("the graph returns non-finite logits")
 
 
+class AttentionDecoder:
+    """decoder.onnx of an encoder-decoder kind: one step of every row, attending over each row's memory."""
+
+    def __init__(self, decoder: ort.InferenceSession, meta: Meta) -> None:
+        self.session, self.specs = decoder, meta.state
+        self.vocab_size = int(meta.sizes["vocab_size"])
+        floats = {s.input: "tensor(float)" for s in self.specs}
+        _check_io(decoder, {artifact.PREV_TOKEN: "tensor(int64)", **floats, artifact.MEMORY: "tensor(float)",
+                            artifact.KEYS: "tensor(float)", artifact.SRC_MASK: "tensor(bool)"},
+                  [artifact.LOGITS, *(s.output for s in self.specs), artifact.ATTENTION])
+        _check_shape(decoder, artifact.MEMORY, (None, None, int(meta.sizes["memory_size"])))
+        _check_shape(decoder, artifact.LOGITS, (None, self.vocab_size))
+        _check_shape(decoder, artifact.ATTENTION, (None, None))
+        for s in self.specs:
+            for name in (s.input, s.output):
+                _check_shape(decoder, name, (s.n_layer, None, s.hidden_size))
+        self.outputs = [artifact.LOGITS, *(s.output for s in self.specs), artifact.ATTENTION]
+        self.state_inputs = list(floats)
+
+    def step(self, prev: np.ndarray, state: list[np.ndarray], memory: np.ndarray, keys: np.ndarray,
+             mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        feed = {artifact.PREV_TOKEN: prev, artifact.MEMORY: memory, artifact.KEYS: keys, artifact.SRC_MASK: mask}
+        feed.update(zip(self.state_inputs, state, strict=True))
+        logits, *new, attention = self.session.run(self.outputs, feed)
+        return logits, new, attention
+
+    def check_step(self, memories: Sequence[Memory], width: int) -> None:
+        """One step of two rows (their memories padded to `width` positions and masked) from the first and last
+        target ids: logits (2, V), finite; the state as meta.json says; attention that sums to 1 over each row's
+        real positions and is 0 beyond."""
+        memory = np.zeros((2, width, memories[0].memory.shape[1]), np.float32)
+        keys = np.zeros((2, width, memories[0].keys.shape[1]), np.float32)
+        mask = np.zeros((2, width), bool)
+        for i, m in enumerate(memories):
+            memory[i, : m.length], keys[i, : m.length], mask[i, : m.length] = m.memory, m.keys, True
+        state = [np.stack([a, b], axis=1) for a, b in zip(memories[0].state, memories[1].state, strict=True)]
+        logits, new, attention = self.step(np.array([0, self.vocab_size - 1], np.int64), state, memory, keys, mask)
+        if logits.shape != (2, self.vocab_size):
+            raise ValueError(f"decoder logits have shape {logits.shape}, expected (2, {self.vocab_size})")
+        if not np.isfinite(logits).all():
+            raise ValueError("the decoder returns non-finite logits")
+        for s, x in zip(self.specs, new, strict=True):
+            if x.shape != (s.n_layer, 2, s.hidden_size):
+                raise ValueError(f"state {s.output} has shape {x.shape}, expected ({s.n_layer}, 2, {s.hidden_size})")
+        if (attention.shape != (2, width) or not np.allclose(attention.sum(axis=1), 1, atol=1e-4)
+                or attention[~mask].any()):
+            raise ValueError("the decoder's attention is not a distribution over each row's real source positions")
+
+
 class TranslatorRunner:
     """encoder.onnx (sources -> memories, batched like a prefill) and decoder.onnx (one step of every row)."""
 
     def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, meta: Meta, pad_id: int) -> None:
         self.encoder, self.decoder, self.meta, self.pad_id = encoder, decoder, meta, pad_id
+        self.attend = AttentionDecoder(decoder, meta)
         sizes = meta.sizes
         self.vocab_size, self.src_vocab_size = int(sizes["vocab_size"]), int(sizes["src_vocab_size"])
         self.specs = meta.state
         floats = {s.input: "tensor(float)" for s in self.specs}
         _check_io(encoder, {artifact.SRC: "tensor(int64)", artifact.SRC_LENGTHS: "tensor(int64)"},
                   [artifact.MEMORY, artifact.KEYS, *floats])
-        _check_io(decoder, {artifact.PREV_TOKEN: "tensor(int64)", **floats, artifact.MEMORY: "tensor(float)",
-                            artifact.KEYS: "tensor(float)", artifact.SRC_MASK: "tensor(bool)"},
-                  [artifact.LOGITS, *(s.output for s in self.specs), artifact.ATTENTION])
-        memory = (None, None, int(sizes["memory_size"]))
         _check_shape(encoder, artifact.SRC, (None, None))
-        _check_shape(encoder, artifact.MEMORY, memory)
-        _check_shape(decoder, artifact.MEMORY, memory)
-        _check_shape(decoder, artifact.LOGITS, (None, self.vocab_size))
-        _check_shape(decoder, artifact.ATTENTION, (None, None))
+        _check_shape(encoder, artifact.MEMORY, (None, None, int(sizes["memory_size"])))
         for s in self.specs:
-            for sess, name in ((encoder, s.input), (decoder, s.input), (decoder, s.output)):
-                _check_shape(sess, name, (s.n_layer, None, s.hidden_size))
+            _check_shape(encoder, s.input, (s.n_layer, None, s.hidden_size))
         self.encoder_outputs = [artifact.MEMORY, artifact.KEYS, *floats]
-        self.decoder_outputs = [artifact.LOGITS, *(s.output for s in self.specs), artifact.ATTENTION]
-        self.state_inputs = list(floats)
 
     def encode(self, sources: Sequence[np.ndarray]) -> list[Memory]:
         """Source id rows, padded into one call; each row's memory cut back to its own length."""
@@ -217,28 +262,45 @@ class TranslatorRunner:
 
     def step(self, prev: np.ndarray, state: list[np.ndarray], memory: np.ndarray, keys: np.ndarray,
              mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        feed = {artifact.PREV_TOKEN: prev, artifact.MEMORY: memory, artifact.KEYS: keys, artifact.SRC_MASK: mask}
-        feed.update(zip(self.state_inputs, state, strict=True))
-        logits, *new, attention = self.decoder.run(self.decoder_outputs, feed)
-        return logits, new, attention
+        return self.attend.step(prev, state, memory, keys, mask)
 
     def self_check(self) -> None:
-        """Two sources (the first and last source ids, lengths 1 and 3), one step from the last target id: shapes as
-        meta.json says, finite logits, attention that sums to 1 over each row's real positions and is 0 beyond."""
+        """Two sources (the first and last source ids, lengths 1 and 3), one decoder step (AttentionDecoder.check_step)."""
         last = self.src_vocab_size - 1
-        short, long = self.encode([np.array([last], np.int64), np.array([0, last, 0], np.int64)])
-        memory = np.zeros((2, 3, short.memory.shape[1]), np.float32)
-        keys = np.zeros((2, 3, short.keys.shape[1]), np.float32)
-        memory[0, :1], memory[1], keys[0, :1], keys[1] = short.memory, long.memory, short.keys, long.keys
-        mask = np.array([[True, False, False], [True, True, True]])
-        state = [np.stack([a, b], axis=1) for a, b in zip(short.state, long.state, strict=True)]
-        logits, new, attention = self.step(np.array([0, self.vocab_size - 1], np.int64), state, memory, keys, mask)
-        if logits.shape != (2, self.vocab_size):
-            raise ValueError(f"decoder logits have shape {logits.shape}, expected (2, {self.vocab_size})")
-        if not np.isfinite(logits).all():
-            raise ValueError("the decoder returns non-finite logits")
-        for s, x in zip(self.specs, new, strict=True):
-            if x.shape != (s.n_layer, 2, s.hidden_size):
-                raise ValueError(f"state {s.output} has shape {x.shape}, expected ({s.n_layer}, 2, {s.hidden_size})")
-        if attention.shape != (2, 3) or not np.allclose(attention.sum(axis=1), 1, atol=1e-4) or attention[0, 1:].any():
-            raise ValueError("the decoder's attention is not a distribution over each row's real source positions")
+        self.attend.check_step(self.encode([np.array([last], np.int64), np.array([0, last, 0], np.int64)]), 3)
+
+
+class CaptionerRunner:
+    """encoder.onnx (images -> feature grids, one call for every image that joins together) and decoder.onnx."""
+
+    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, meta: Meta) -> None:
+        self.encoder, self.decoder, self.meta = encoder, decoder, meta
+        self.attend = AttentionDecoder(decoder, meta)
+        c, sizes = meta.captioner, meta.sizes
+        self.height, self.width = int(c["image"]["height"]), int(c["image"]["width"])
+        self.regions = int(c["grid"]["rows"]) * int(c["grid"]["cols"])
+        self.specs = meta.state
+        floats = {s.input: "tensor(float)" for s in self.specs}
+        _check_io(encoder, {artifact.IMAGE: "tensor(float)"}, [artifact.MEMORY, artifact.KEYS, *floats])
+        _check_shape(encoder, artifact.IMAGE, (None, 3, self.height, self.width))
+        _check_shape(encoder, artifact.MEMORY, (None, self.regions, int(sizes["memory_size"])))
+        for s in self.specs:
+            _check_shape(encoder, s.input, (s.n_layer, None, s.hidden_size))
+        self.encoder_outputs = [artifact.MEMORY, artifact.KEYS, *floats]
+
+    def encode(self, sources: Sequence[np.ndarray]) -> list[Memory]:
+        """Image tensors (3, H, W), stacked into one call: each one's grid of regions and initial state."""
+        memory, keys, *state = self.encoder.run(self.encoder_outputs, {artifact.IMAGE: np.stack(sources)}, SHRINK)
+        return [Memory(memory[i], keys[i], [x[:, i] for x in state]) for i in range(len(sources))]
+
+    def step(self, prev: np.ndarray, state: list[np.ndarray], memory: np.ndarray, keys: np.ndarray,
+             mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        return self.attend.step(prev, state, memory, keys, mask)
+
+    def self_check(self) -> None:
+        """Two images (black, white) -> grids of rows x cols regions; one decoder step (AttentionDecoder.check_step)."""
+        shape = (3, self.height, self.width)
+        memories = self.encode([np.full(shape, -1.0, np.float32), np.ones(shape, np.float32)])
+        if any(m.length != self.regions for m in memories):
+            raise ValueError(f"the image encoder returns {memories[0].length} regions, meta.json's grid has {self.regions}")
+        self.attend.check_step(memories, self.regions)

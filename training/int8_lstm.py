@@ -32,7 +32,7 @@ W_QMAX = 63  # 7-bit weights (see the module docstring)
 UNROLLED_CELL_KEY = "rnnserve.unrolled_cell"  # model metadata naming the cell its Loop computes
 
 
-class UnsupportedGraph(ValueError):
+class UnsupportedGraphError(ValueError):
     """The fp32 graph is not the exported LSTM char LM shape this module knows how to rebuild."""
 
 
@@ -45,19 +45,23 @@ def _attr(node: onnx.NodeProto, name: str):
 
 
 def read_lstm_lm(model: onnx.ModelProto) -> dict:
-    """State input/output names (h, c), embedding, per-layer (W [4H, In], R [4H, H], bias [4H]) in ONNX gate order i, o, f, c, head W [H, V] and bias."""
+    """The weights and state names of an exported LSTM char LM.
+
+    state_in/state_out: (h, c) names; embed [V, E]; layers: (W [4H, In], R [4H, H], bias [4H]) in ONNX gate
+    order i, o, f, c; head_w [H, V] and head_b [V].
+    """
     w, nodes = _init(model), model.graph.node
     embeds = [n for n in nodes if n.op_type == "Gather" and n.input[0] in w and n.input[1] == artifact.TOKENS]
     lstms = [n for n in nodes if n.op_type == "LSTM"]
     heads = [n for n in nodes if n.op_type == "MatMul" and n.input[1] in w]
     biases = [n for n in nodes if n.op_type == "Add" and n.output[0] == artifact.LOGITS]
     if len(embeds) != 1 or not lstms or len(heads) != 1 or len(biases) != 1:
-        raise UnsupportedGraph("expected one embedding Gather, LSTM nodes, one head MatMul and the logits Add")
+        raise UnsupportedGraphError("expected one embedding Gather, LSTM nodes, one head MatMul and the logits Add")
     layers = []
     for n in lstms:
-        if (_attr(n, "direction") or b"forward") != b"forward" or len(n.input) > 7 and n.input[7] \
+        if (_attr(n, "direction") or b"forward") != b"forward" or (len(n.input) > 7 and n.input[7]) \
                 or _attr(n, "clip") is not None or _attr(n, "activations") is not None:
-            raise UnsupportedGraph(f"LSTM node {n.name!r}: only forward, default-activation, unclipped LSTMs without peepholes")
+            raise UnsupportedGraphError(f"LSTM node {n.name!r}: only forward unclipped LSTMs, default activations, no peepholes")
         W, R = w[n.input[1]][0], w[n.input[2]][0]
         four_h = W.shape[0]
         B = w[n.input[3]][0] if len(n.input) > 3 and n.input[3] else np.zeros(2 * four_h, np.float32)
@@ -67,7 +71,8 @@ def read_lstm_lm(model: onnx.ModelProto) -> dict:
     state_in = [producer[lstms[0].input[k]].input[0] for k in (5, 6)]  # h0, c0: sliced per layer from graph inputs
     consumer = {i: n for n in nodes for i in n.input}
     state_out = [consumer[lstms[-1].output[k]].output[0] for k in (1, 2)]  # hn, cn: concatenated over layers
-    return {"state_in": state_in, "state_out": state_out, "embed": w[embeds[0].input[0]], "layers": layers, "head_w": w[heads[0].input[1]], "head_b": w[bias_name]}
+    return {"state_in": state_in, "state_out": state_out, "embed": w[embeds[0].input[0]], "layers": layers,
+            "head_w": w[heads[0].input[1]], "head_b": w[bias_name]}
 
 
 def _quantize_weight(wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,13 +137,13 @@ def _step(b: _Builder, consts: _Builder, x: str, hs: list[str], cs: list[str], l
     split = consts.const("split_iof_g", np.array([3 * H, H], np.int64))
     new_h: list[str] = []
     new_c: list[str] = []
-    for l, (W, R, bias) in enumerate(layers):
-        if l == 0:
+    for k, (W, R, bias) in enumerate(layers):
+        if k == 0:
             gates = b.op("Add", [x, b.qmatmul(hs[0], R.T, None, "r0", consts)])[0]
         else:  # [h below, h] @ [W; R]: one GEMM for the layer's input and recurrent projections
-            hc = b.op("Concat", [new_h[-1], hs[l]], axis=-1)[0]
-            gates = b.qmatmul(hc, np.concatenate([W.T, R.T]), bias, f"wr{l}", consts)
-        h, c = _cell(b, gates, cs[l], split)
+            hc = b.op("Concat", [new_h[-1], hs[k]], axis=-1)[0]
+            gates = b.qmatmul(hc, np.concatenate([W.T, R.T]), bias, f"wr{k}", consts)
+        h, c = _cell(b, gates, cs[k], split)
         new_h.append(h)
         new_c.append(c)
     return new_h, new_c
@@ -161,7 +166,7 @@ def _one_step_branch(g: _Builder, xproj_t: str, h0: list[str], c0: list[str], la
 def _loop_branch(g: _Builder, xproj_t: str, steps: str, h0: list[str], c0: list[str], layers: list) -> onnx.GraphProto:
     """T > 1 (a prompt's prefill): a Loop over time carrying (h, c) per layer, scanning out the top layer's h."""
     n_layer, b = len(layers), _Builder("loop_body")
-    hs, cs = [f"h{l}_in" for l in range(n_layer)], [f"c{l}_in" for l in range(n_layer)]
+    hs, cs = [f"h{k}_in" for k in range(n_layer)], [f"c{k}_in" for k in range(n_layer)]
     x = b.op("Gather", [xproj_t, "t"], axis=0)[0]  # (B, 4H): this step's first-layer input projection
     new_h, new_c = _step(b, g, x, hs, cs, layers)
     outs = [b.op("Identity", ["cond_in"])[0], *new_h, *new_c, b.op("Identity", [new_h[-1]])[0]]
@@ -187,8 +192,8 @@ def build(fp32: onnx.ModelProto) -> onnx.ModelProto:
     xproj = g.op("Gather", [g.const("input_projection", table), artifact.TOKENS])[0]  # (B, T, 4H)
     xproj_t = g.op("Transpose", [xproj], perm=[1, 0, 2])[0]  # (T, B, 4H)
     steps = g.op("Gather", [g.op("Shape", [artifact.TOKENS])[0], g.const("time_axis", np.array(1, np.int64))], axis=0)[0]
-    h0 = [g.op("Gather", [h_in, g.const(f"layer{l}", np.array(l, np.int64))], axis=0)[0] for l in range(n_layer)]
-    c0 = [g.op("Gather", [c_in, g.const(f"layer{l}", np.array(l, np.int64))], axis=0)[0] for l in range(n_layer)]
+    h0 = [g.op("Gather", [h_in, g.const(f"layer{k}", np.array(k, np.int64))], axis=0)[0] for k in range(n_layer)]
+    c0 = [g.op("Gather", [c_in, g.const(f"layer{k}", np.array(k, np.int64))], axis=0)[0] for k in range(n_layer)]
     one = g.op("Equal", [steps, g.const("one", np.array(1, np.int64))])[0]
     results = g.op("If", [one], n_out=2 * n_layer + 1, then_branch=_one_step_branch(g, xproj_t, h0, c0, layers),
                    else_branch=_loop_branch(g, xproj_t, steps, h0, c0, layers))

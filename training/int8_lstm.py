@@ -24,12 +24,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from service import artifact
+from service.artifact.graph import UNROLLED_CELL_KEY
 
 OPSET = 17
 H_SCALE = 1.0 / 127  # quantization step of an LSTM output in (-1, 1)
 H_ZERO = 128  # uint8 zero point: h = 0 -> 128, h = +-1 -> 255 / 1
 W_QMAX = 63  # 7-bit weights (see the module docstring)
-UNROLLED_CELL_KEY = "rnnserve.unrolled_cell"  # model metadata naming the cell its Loop computes
 
 
 class UnsupportedGraphError(ValueError):

@@ -3,8 +3,9 @@
 ONNX Runtime's static quantization cannot quantize the ONNX LSTM op (only the dynamic DynamicQuantizeLSTM
 exists, whose activation scale is computed per call over the whole batch, so one row's result depends on
 the others). This module rebuilds the graph from the fp32 artifact's own weights so every row is
-independent: the recurrence is a Loop over time whose body computes the gates with MatMulInteger
-(uint8 activations, per-channel int8 weights) and the cell's elementwise ops in fp32.
+independent: the recurrence is a Loop over time (an If skips it for T = 1, every decode step) whose body
+computes the gates with MatMulIntegerToFloat (uint8 activations, per-channel int8 weights) and the cell's
+elementwise ops in fp32.
 
 The activation scale needs no calibration: every quantized activation is an LSTM output h = o * tanh(c),
 inside (-1, 1) by construction, so the fixed scale 1/127 around zero point 128 covers every value any input
@@ -13,8 +14,9 @@ needs no GEMM at all: embedding @ W_ih^T + biases is folded into one fp32 table 
 The graph keeps the artifact contract: tokens [B, T], h0/c0 [L, B, H] -> logits [B, T, V], hn/cn; the same
 graph serves prefill (T characters, one call) and decode (T = 1).
 
-Weights are 7-bit (reduce_range): on x86 CPUs without VNNI, ONNX Runtime's u8 x s8 kernel adds pairs of
-products in int16 (vpmaddubsw), which 255 * 127 * 2 overflows and 255 * 63 * 2 does not.
+Weights are 7-bit, in [-63, 63] (quantize_static's reduce_range): on x86 CPUs without VNNI, ONNX Runtime's
+u8 x s8 kernel adds pairs of products in int16 (vpmaddubsw), which 255 * 127 * 2 overflows and 255 * 63 * 2
+does not (weights outside [-64, 63] are what ONNX Runtime's own u8s8 -> u8u8 rewrite looks for).
 """
 
 from __future__ import annotations

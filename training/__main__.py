@@ -92,17 +92,17 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out_dir}: verified against torch")
     print(describe(meta))
     if args.quantize:
-        _write_int8(Path(args.out_dir), Path(args.out_dir).parent / str(int(Path(args.out_dir).name) + 1))
+        _write_int8(Path(args.out_dir), Path(args.out_dir).parent / str(int(Path(args.out_dir).name) + 1), args.method)
 
 
 def _quantize(args: argparse.Namespace) -> None:
-    _write_int8(Path(args.src_dir), Path(args.out_dir))
+    _write_int8(Path(args.src_dir), Path(args.out_dir), args.method)
 
 
-def _write_int8(src_dir: Path, out_dir: Path) -> None:
+def _write_int8(src_dir: Path, out_dir: Path, method: str | None) -> None:
     from training.quantize import quantize_artifact
 
-    meta = quantize_artifact(src_dir, out_dir)
+    meta = quantize_artifact(src_dir, out_dir, method)
     print(f"wrote {out_dir}: int8, verified and within the quality gate")
     print(json.dumps(meta.evaluation["quantization"], indent=1))
 
@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> None:
                                    "(run from the repository root: meta.json's data paths are relative to it)")
     q.add_argument("src_dir", help="an fp32 artifact, e.g. models/NAME/1")
     q.add_argument("out_dir", help="the new version directory, e.g. models/NAME/2")
+    for parser in (x, q):
+        parser.add_argument("--method", choices=["static", "dynamic"],
+                            help="static: the LSTM char LM's cell as int8 MatMuls with fixed activation scales, seeded "
+                                 "text batch-independent (default for LSTM char LMs); dynamic: onnxruntime "
+                                 "quantize_dynamic, any graph, activation scales per call (default for the others)")
     k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
     k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")
     k.add_argument("--max-chars", type=int, default=4_000_000)

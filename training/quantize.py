@@ -1,13 +1,16 @@
 """Quantize an artifact's graph to int8 weights, verify it like an export, and gate it on validation quality.
 
-ONNX Runtime's dynamic quantization (weights int8 once, activations quantized per call) turns the LSTM
-nodes into DynamicQuantizeLSTM and the output projection into MatMulInteger. Activation scales are
-computed per call over the whole input tensor, so an int8 graph is not bit-exact across batch shapes
-the way fp32 is: the checks here require prefill == steps and padded == alone to stay
-close (probabilities within QUANT_PROB_TOL), record how long a seeded stream's text stays the same alone
-and batched (it is not bit-exact: see verify_lm), and the quality gate bounds the
-cost on the validation data meta.json records. A graph that fails is refused, with the figures.
-Needs only onnxruntime, onnx and numpy: it runs on the artifact, never on a checkpoint.
+Two methods (METHODS):
+- "static" (LSTM char LMs, the default for them): training/int8_lstm.py rebuilds the graph with the cell as
+  int8 MatMuls and fixed activation scales, so every row of a batch is computed on its own: prefill ==
+  steps and a seeded stream's text is the same alone and batched, as with fp32; both are required.
+- "dynamic" (any graph, the default for the others): ONNX Runtime's quantize_dynamic turns the LSTM nodes
+  into DynamicQuantizeLSTM and the projections into MatMulInteger. Activation scales are computed per
+  call over the whole input tensor, so one row's result depends on the others: the checks require
+  prefill == steps and padded == alone to stay close (probabilities within QUANT_PROB_TOL) and record how
+  long a seeded stream's text stays the same alone and batched.
+The quality gate bounds the cost on the validation data meta.json records. A graph that fails is refused,
+with the figures. Needs only onnxruntime, onnx and numpy: it runs on the artifact, never on a checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -27,7 +31,7 @@ from service import artifact
 from service.artifact import Meta
 from service.artifact.tokenizer import Tokenizer
 from service.models.runners import make_session
-from training import ort_eval
+from training import int8_lstm, ort_eval
 
 LM_LOSS_GATE = 0.01  # nats/char the int8 graph may lose against fp32 on the validation characters
 ACCURACY_GATE = 0.005  # accuracy (0.5 point) the int8 classifier may lose
@@ -46,6 +50,24 @@ class QuantizationError(ValueError):
 def dynamic_int8(src: Path, dst: Path) -> None:
     """QInt8 weights, per tensor: on the bundled LSTM it matched per-channel's quality and speed (docs/serving.md)."""
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+
+
+def static_int8(src: Path, dst: Path) -> None:
+    """The LSTM char LM rebuilt with int8 MatMuls and fixed activation scales (training/int8_lstm.py)."""
+    onnx.save(int8_lstm.build(onnx.load(str(src))), str(dst))
+
+
+# name -> (quantizer, what meta.json records as the method, whether rows of a batch are computed independently)
+METHODS: dict[str, tuple[Quantizer, str, bool]] = {
+    "static": (static_int8, "int8 MatMulIntegerToFloat cell, per-channel 7-bit weights, fixed activation scale "
+                            "(training/int8_lstm.py)", True),
+    "dynamic": (dynamic_int8, "onnxruntime quantize_dynamic, QInt8 weights", False),
+}
+
+
+def default_method(meta: Meta) -> str:
+    """static where it applies (LSTM char LMs: seeded text stays batch-independent), else dynamic."""
+    return "static" if meta.kind == "char_lm" and meta.cell == "lstm" else "dynamic"
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -168,33 +190,45 @@ def _speed(sess: ort.InferenceSession, meta: Meta, pad_id: int | None, calls: in
     return out
 
 
-def quantize_artifact(src_dir: str | Path, out_dir: str | Path, quantizer: Quantizer = dynamic_int8,
-                      data_root: str | Path = ".") -> Meta:
+def quantize_artifact(src_dir: str | Path, out_dir: str | Path, method: str | None = None,
+                      data_root: str | Path = ".", quantizer: Quantizer | None = None) -> Meta:
     """Quantize src_dir's graph into out_dir (a new version directory), verified and gated, or raise saying why.
 
-    data_root is what meta.json's relative data paths are relative to (the repository root).
+    method: a METHODS name (None: default_method). quantizer replaces the method's own graph writer (tests
+    damage a graph that way) while keeping the method's checks. data_root is what meta.json's relative data
+    paths are relative to (the repository root).
     """
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     meta = Meta.load(src_dir / artifact.META_FILE)
     tok = Tokenizer.load(src_dir / artifact.TOKENIZER_FILE)
     if meta.precision != "fp32":
         raise ValueError(f"{src_dir} is already {meta.precision}; quantize an fp32 artifact")
+    method = method or default_method(meta)
+    if method not in METHODS:
+        raise ValueError(f"unknown quantization method {method!r}; one of {sorted(METHODS)}")
+    write, description, rows_independent = METHODS[method]
     if (out_dir / artifact.MODEL_FILE).exists():
         raise FileExistsError(f"{out_dir} already holds a model; quantize into a new version directory")
     with tempfile.TemporaryDirectory() as tmp:
         q_path = Path(tmp) / artifact.MODEL_FILE
-        quantizer(src_dir / artifact.MODEL_FILE, q_path)
+        (quantizer or write)(src_dir / artifact.MODEL_FILE, q_path)
         fp32, int8 = make_session(src_dir / artifact.MODEL_FILE, 1, 1), make_session(q_path, 1, 1)
         if meta.kind == "char_lm":
             checks = verify_lm(int8, meta)
+            if rows_independent and not (checks["seeded_text_same_alone_and_batched"]
+                                         and checks["prefill_vs_steps_max_prob_diff"] == 0):
+                raise QuantizationError(f"a {method} graph must give prefill == steps exactly and the same seeded "
+                                        f"text alone and batched; it did not: {checks}")
         else:
             assert tok.pad_id is not None, "a classifier's tokenizer has a pad id (checked at load)"
             checks = verify_classifier(int8, meta, tok.pad_id)
         quality = _quality(fp32, int8, meta, tok, Path(data_root))
         meta.precision = "int8"
         meta.evaluation = {**meta.evaluation, "quantization": {
-            "method": "onnxruntime quantize_dynamic, QInt8 weights", "checks": checks, "gate": quality,
+            "method": method, "from_version": src_dir.name, "graph": description, "checks": checks, "gate": quality,
             "speed_1_thread": {"fp32": _speed(fp32, meta, tok.pad_id), "int8": _speed(int8, meta, tok.pad_id)}}}
+        if meta.kind == "char_lm":  # what the repository reads to choose the version served by default
+            meta.evaluation["quantization"]["seeded_text_batch_independent"] = checks["seeded_text_same_alone_and_batched"]
         meta.versions = {**meta.versions, "onnxruntime": ort.__version__}
         meta.description = f"int8 of version {src_dir.name}: {meta.description}".strip(": ")
         out_dir.mkdir(parents=True, exist_ok=True)

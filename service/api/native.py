@@ -57,7 +57,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     @rpc
     async def Trace(self, request: pb.TraceRequest, context) -> AsyncIterator[pb.TraceResponse]:  # noqa: N802
-        async for reply in self._handler("Trace", request.model, request.version)(request):
+        version = request.version or self.host.repo.trace_version(request.model)  # an int8 default: its fp32 source
+        async for reply in self._handler("Trace", request.model, version)(request):
             yield reply
 
     @rpc

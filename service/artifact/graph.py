@@ -7,6 +7,9 @@ from google.protobuf.message import DecodeError, Message
 
 # DynamicQuantizeLSTM: ONNX Runtime's int8-weight LSTM (an int8 artifact, training/quantize.py).
 _RECURRENT = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "DynamicQuantizeLSTM": "lstm"}
+# Model metadata naming the cell a graph computes with plain ops in a Loop (the static int8 LSTM of
+# training/int8_lstm.py), which has no recurrent node to recognise it by.
+UNROLLED_CELL_KEY = "rnnserve.unrolled_cell"
 
 
 def _walk(message: Message):
@@ -45,5 +48,6 @@ def parse(data: bytes) -> onnx.ModelProto:
 
 
 def recurrent_cells(model: onnx.ModelProto) -> set[str]:
-    """The cells ("lstm", "gru", "rnn") of the graph's recurrent nodes, wherever they are nested."""
-    return {_RECURRENT[m.op_type] for m in _walk(model) if isinstance(m, onnx.NodeProto) and m.op_type in _RECURRENT}
+    """The cells ("lstm", "gru", "rnn") of the graph's recurrent nodes, wherever they are nested, and the unrolled one."""
+    cells = {_RECURRENT[m.op_type] for m in _walk(model) if isinstance(m, onnx.NodeProto) and m.op_type in _RECURRENT}
+    return cells | {p.value for p in model.metadata_props if p.key == UNROLLED_CELL_KEY}

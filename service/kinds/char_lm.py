@@ -16,6 +16,7 @@ from service.artifact import MODEL_FILE, Meta
 from service.artifact.tokenizer import Tokenizer
 from service.engine.scheduler import Scheduler
 from service.engine.stream import Chunk, Finished
+from service.errors import FailedPrecondition
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 from service.interpret.trace import TRACE_CHUNK_CHARS, Trace, Tracer, Tracers, TraceRun
@@ -113,6 +114,10 @@ class CharLM(Kind[Scheduler]):
         """Streamed as it is computed, one chunk at a time: a client that stops reading stops the computation
         (the next chunk waits for the send), and one that leaves ends it at the next chunk."""
         model = served.model
+        if model.meta.precision != "fp32":  # the trace recomputes the cell from the ONNX LSTM/GRU/RNN op's fp32 weights
+            source = model.meta.evaluation.get("quantization", {}).get("from_version")
+            raise FailedPrecondition(f"version {model.version} is {model.meta.precision}; Trace reads an fp32 graph: "
+                                     f"trace {f'version {source}' if source else 'an fp32 version'} instead")
         p = trace_params(request, model.meta.sizes["n_layer"], model.meta.sizes["hidden_size"], served.settings)
         with self.tracers.slot(served.settings.max_traces):
             tracer = await asyncio.to_thread(self.tracers.get, model.runner, model.path)

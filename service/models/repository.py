@@ -123,19 +123,38 @@ class Repository:
             log.warning("no valid model under %s", shown(Path(root)))
         return cls(models, skipped, unloadable)
 
+    def default(self, name: str) -> int:
+        """The version served when a request names none: the latest, passing over int8 versions whose seeded text
+        depends on the batch (meta.json says so), which serve only when named; the latest if every version does."""
+        versions = self.models[name]
+        promised = [v for v, m in versions.items()
+                    if m.meta.evaluation.get("quantization", {}).get("seeded_text_batch_independent", True)]
+        return max(promised or versions)
+
+    def trace_version(self, name: str) -> int:
+        """The version a Trace that names none reads: the default one or, when that is quantized (Trace recomputes
+        the fp32 graph's cell), the loaded fp32 version it was made from; 0 for a name not loaded (get: NOT_FOUND)."""
+        if name not in self.models:
+            return 0
+        model = self.models[name][self.default(name)]
+        source = model.meta.evaluation.get("quantization", {}).get("from_version")
+        fp32 = [v for v, m in self.models[name].items() if str(v) == source and m.meta.precision == "fp32"]
+        return fp32[0] if model.meta.precision != "fp32" and fp32 else model.version
+
     def get(self, name: str, version: int = 0) -> Model:
-        """The named version, or the latest when version is 0."""
+        """The named version, or the default one (see default) when version is 0."""
         versions = self.models.get(name)  # a dict lookup: a name from a request never reaches the filesystem
         if not versions:
             raise NotFound(f"model {name!r:.80} is not loaded (available: {', '.join(sorted(self.models)) or 'none'})")
         if version == 0:
-            return versions[max(versions)]
+            return versions[self.default(name)]
         if version not in versions:
             raise NotFound(f"model {name!r:.80} has no version {version} (available: {sorted(versions)})")
         return versions[version]
 
     def latest(self, model: Model) -> bool:
-        return model.version == max(self.models[model.name])
+        """Whether `model` is the version served when a request names none (ModelInfo.latest)."""
+        return model.version == self.default(model.name)
 
     def all(self) -> list[Model]:
         return [m for versions in self.models.values() for m in versions.values()]

@@ -70,8 +70,10 @@ def to_json(message: Message) -> dict:
     fields = message.ListFields()
     if not all(_plain_string(field) for field, _ in fields):
         return _message_to_dict(message)
-    doc = {name: value.copy() if isinstance(value, list | dict) else value for name, value in _empty(type(message))}
-    doc.update((field.name, value) for field, value in fields)
+    doc = {field.name: value for field, value in fields}  # set fields first, then the rest: json_format's order
+    for name, value in _empty(type(message)):
+        if name not in doc:
+            doc[name] = value.copy() if isinstance(value, list | dict) else value
     return doc
 
 

@@ -88,7 +88,7 @@ def translate(tab: Page, model: str, text: str, timeout_ms: float = 60_000) -> T
     tab.click("#translate")
     tab.wait_for_function("() => /^(length|stop) · /.test(document.getElementById('translate-status').textContent)",
                           timeout=timeout_ms)
-    heatmap = tab.eval_on_selector_all("#alignment tbody tr", "rows => rows.map(r => Array.from(r.cells, c => "
+    heatmap = tab.eval_on_selector_all("#alignment tbody tr", "rows => rows.map(r => Array.from(r.querySelectorAll('td'), c => "
                                        "c.style.background))")
     columns = tab.eval_on_selector_all("#alignment thead th", "ths => ths.slice(1).map(th => th.textContent)")
     return Translation(tab.inner_text("#translation"), tab.evaluate("() => window.updates"), heatmap, columns,

@@ -11,8 +11,8 @@ import json
 import re
 from typing import TypeVar
 
-from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from starlette.requests import Request
 
@@ -51,9 +51,9 @@ def _message_to_dict(message: Message) -> dict:
 
 
 @functools.cache
-def _empty(message_type: type[Message]) -> tuple[tuple[str, object], ...]:
+def _empty(descriptor: Descriptor) -> tuple[tuple[str, object], ...]:
     """The JSON of a message of this type with no field set, as (name, value) pairs."""
-    return tuple(_message_to_dict(message_type()).items())
+    return tuple(_message_to_dict(message_factory.GetMessageClass(descriptor)()).items())
 
 
 def _plain_string(field: FieldDescriptor) -> bool:
@@ -71,7 +71,7 @@ def to_json(message: Message) -> dict:
     if not all(_plain_string(field) for field, _ in fields):
         return _message_to_dict(message)
     doc = {field.name: value for field, value in fields}  # set fields first, then the rest: json_format's order
-    for name, value in _empty(type(message)):
+    for name, value in _empty(message.DESCRIPTOR):
         if name not in doc:
             doc[name] = value.copy() if isinstance(value, list | dict) else value
     return doc

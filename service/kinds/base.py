@@ -94,6 +94,11 @@ def get(name: str) -> Kind[Any]:
         raise ValueError(f"meta.json kind {name!r} is not served here (kinds: {', '.join(sorted(_registry))})") from None
 
 
+def served_methods() -> list[str]:
+    """The rnnserve.v1.Inference methods some registered kind serves, each once, in the order kinds registered them."""
+    return list(dict.fromkeys(method for kind in _registry.values() for method in kind.rpcs))
+
+
 def handler(kind: Kind[Any], method: str, model_name: str) -> Handler:
     """The kind's handler of an Inference method; FAILED_PRECONDITION when models of this kind do not serve it."""
     if (found := kind.rpcs.get(method)) is None:

@@ -215,9 +215,10 @@ JSON_VALUES = st.recursive(
 FIELD_VALUES = JSON_VALUES | st.sampled_from(["tiny-lstm", "tiny-sentiment", "ROMEO:", 1, 0, -1, 0.5, True, [], {}])
 HTTP_FIELDS = ("model", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "logprobs", "stream",
                "flush_chars", "flush_ms", "texts", "text", "layers", "units", "version", "n", "echo",
-               "stream_options", "inputs", "outputs", "parameters", "id")
-HTTP_POST = ("/v1/generate", "/v1/classify", "/v1/trace", "/v1/completions", "/v2/models/tiny-lstm/infer",
-             "/v2/models/tiny-sentiment/infer", "/v2/models/tiny-sentiment/versions/1/infer")
+               "stream_options", "inputs", "outputs", "parameters", "id", "beam_size", "length_penalty",
+               "return_attention")
+HTTP_POST = ("/v1/generate", "/v1/classify", "/v1/trace", "/v1/translate", "/v1/translate_batch", "/v1/completions",
+             "/v2/models/tiny-lstm/infer", "/v2/models/tiny-sentiment/infer", "/v2/models/tiny-sentiment/versions/1/infer")
 HTTP_GET = ("/v1/models", "/v1/models/tiny-lstm", "/v2", "/v2/health/ready", "/v2/models/tiny-lstm",
             "/v2/models/tiny-sentiment/config", "/v2/models/tiny-lstm/ready")
 
@@ -239,6 +240,8 @@ def http_requests(draw: st.DrawFn) -> tuple[str, str, object]:
     method = draw(st.sampled_from(["POST", "GET"]) if draw(st.booleans()) else st.just(
         "POST" if path in HTTP_POST or path.endswith("/infer") else "GET"))
     fields = st.dictionaries(st.sampled_from(HTTP_FIELDS), FIELD_VALUES, max_size=6)
-    generate = generate_requests().map(lambda r: json_format.MessageToDict(r, preserving_proto_field_name=True))
-    body = draw(fields | generate.map(lambda d: {**d, "stream": True}) | JSON_VALUES | st.binary(max_size=64))
+    native = (generate_requests() | translate_requests()).map(
+        lambda r: {**json_format.MessageToDict(r, preserving_proto_field_name=True), "stream": True})
+    native |= translate_batch_requests().map(lambda r: json_format.MessageToDict(r, preserving_proto_field_name=True))
+    body = draw(fields | native | JSON_VALUES | st.binary(max_size=64))
     return method, path, body if isinstance(body, bytes) else json.dumps(body).encode()

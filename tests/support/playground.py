@@ -18,6 +18,9 @@ CHROMIUM = shutil.which("chromium")
 # Counts the batches of characters the page appends to #output while a generation streams in.
 COUNT_UPDATES = """() => { window.updates = 0;
   new MutationObserver(() => { window.updates += 1; }).observe(document.getElementById('output'), {childList: true}); }"""
+# Counts the pieces of text the page appends to #translation while a translation streams in.
+COUNT_TRANSLATION_UPDATES = """() => { window.updates = 0;
+  new MutationObserver(() => { window.updates += 1; }).observe(document.getElementById('translation'), {childList: true}); }"""
 COLOURED = """() => Array.from(document.querySelectorAll('#output span'))
   .filter(s => s.style.background && s.style.background !== 'rgb(255, 255, 255)').length"""
 
@@ -42,10 +45,15 @@ def page(base_url: str, width: int = 1100, height: int = 700) -> Iterator[Page]:
             browser.close()
 
 
-def generate(tab: Page, model: str, prompt: str, max_tokens: int, seed: int, temperature: float = 0.8,
-             timeout_ms: float = 60_000) -> Generation:
+def choose(tab: Page, model: str) -> None:
+    """Pick a model, once the page has listed it."""
     tab.wait_for_function(f"() => document.querySelector('#model option[value=\"{model}\"]') !== null")
     tab.select_option("#model", model)
+
+
+def generate(tab: Page, model: str, prompt: str, max_tokens: int, seed: int, temperature: float = 0.8,
+             timeout_ms: float = 60_000) -> Generation:
+    choose(tab, model)
     tab.fill("#prompt", prompt)
     tab.fill("#max_tokens", str(max_tokens))
     tab.fill("#temperature", str(temperature))
@@ -62,6 +70,29 @@ def generate(tab: Page, model: str, prompt: str, max_tokens: int, seed: int, tem
                           timeout=timeout_ms)
     return Generation(tab.inner_text("#output"), tab.evaluate("() => window.updates"), tab.evaluate(COLOURED),
                       tab.inner_text("#lm-status"))
+
+
+@dataclass
+class Translation:
+    text: str  # what #translation shows
+    updates: int  # DOM updates of #translation after Translate was pressed
+    heatmap: list[list[str]]  # the alignment's cells' backgrounds, a row per output token
+    columns: list[str]  # the source tokens heading the alignment's columns
+    status: str
+
+
+def translate(tab: Page, model: str, text: str, timeout_ms: float = 60_000) -> Translation:
+    choose(tab, model)
+    tab.fill("#source", text)
+    tab.evaluate(COUNT_TRANSLATION_UPDATES)
+    tab.click("#translate")
+    tab.wait_for_function("() => /^(length|stop) · /.test(document.getElementById('translate-status').textContent)",
+                          timeout=timeout_ms)
+    heatmap = tab.eval_on_selector_all("#alignment tbody tr", "rows => rows.map(r => Array.from(r.querySelectorAll('td'), c => "
+                                       "c.style.background))")
+    columns = tab.eval_on_selector_all("#alignment thead th", "ths => ths.slice(1).map(th => th.textContent)")
+    return Translation(tab.inner_text("#translation"), tab.evaluate("() => window.updates"), heatmap, columns,
+                       tab.inner_text("#translate-status"))
 
 
 if __name__ == "__main__":

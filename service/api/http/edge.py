@@ -145,10 +145,13 @@ async def _unless_gone(work: Awaitable[Response], receive: Receive) -> Response 
     return None if task.cancelled() else task.result()
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps with options makes one per call
+
+
 def event(data: object, name: str | None = None) -> bytes:
     """One server-sent event; JSON has no raw newline, so the data is one line."""
     head = f"event: {name}\n" if name else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+    return f"{head}data: {_COMPACT.encode(data)}\n\n".encode()
 
 
 class EventStream(StreamingResponse):

@@ -6,11 +6,13 @@ meets the same validation (service/api/params.py) after the same type checks pro
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import TypeVar
 
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from starlette.requests import Request
 
@@ -43,10 +45,36 @@ def parse(doc: dict, message: type[M]) -> M:
         raise InvalidArgument(field, why) from None
 
 
-def to_json(message: Message) -> dict:
-    """A reply message in the proto's JSON mapping, every field present, 64-bit integers as numbers."""
+def _message_to_dict(message: Message) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True,
                                      unquote_int64_if_possible=True)
+
+
+@functools.cache
+def _empty(descriptor: Descriptor) -> tuple[tuple[str, object], ...]:
+    """The JSON of a message of this type with no field set, as (name, value) pairs."""
+    return tuple(_message_to_dict(message_factory.GetMessageClass(descriptor)()).items())
+
+
+def _plain_string(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated
+
+
+def to_json(message: Message) -> dict:
+    """A reply message in the proto's JSON mapping, every field present, 64-bit integers as numbers.
+
+    A streamed reply is mostly text alone (every Generate and Translate message but the last): such a message, whose
+    only fields set are strings, is its type's empty JSON with those strings, without json_format's walk over every
+    field, the one cost of a server-sent event that grows with the proto.
+    """
+    fields = message.ListFields()
+    if not all(_plain_string(field) for field, _ in fields):
+        return _message_to_dict(message)
+    doc = {field.name: value for field, value in fields}  # set fields first, then the rest: json_format's order
+    for name, value in _empty(message.DESCRIPTOR):
+        if name not in doc:
+            doc[name] = value.copy() if isinstance(value, list | dict) else value
+    return doc
 
 
 def pop_flag(doc: dict, key: str) -> bool:

@@ -1,17 +1,22 @@
 """rnnserve.v1.Inference over HTTP: the proto's requests as JSON, streams as server-sent events, models listed.
 
-Each route runs the gRPC servicer's own method body (servicer_method) on the message the JSON spells, so
-validation, engines and results are the gRPC API's; only the edge differs (service/api/http/edge.py).
-`stream: true` answers text/event-stream with one event per message Generate or Trace yields; without it,
-the messages are merged into one JSON reply.
+Every Inference method a registered model kind serves (service/kinds/) is a route, POST /v1/<method in snake
+case> (Generate: /v1/generate, TranslateBatch: /v1/translate_batch): a kind that adds an RPC gets its HTTP route
+with it. The request and reply messages, and whether the reply streams, are the proto's. Each route runs the gRPC
+servicer's own method body (servicer_method) on the message the JSON spells, so validation, engines and results
+are the gRPC API's; only the edge differs (service/api/http/edge.py). For a streaming method, `stream: true`
+answers text/event-stream with one event per message the servicer yields; without it, the messages are merged
+into one JSON reply (merged).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from google.protobuf import message_factory
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,7 +26,11 @@ from service.api.http.messages import parse, pop_flag, read_json, to_json
 from service.api.native import InferenceServicer, model_info
 from service.errors import InvalidArgument
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
+from service.kinds.base import served_methods
 from service.models.repository import Model
+
+INFERENCE = pb.DESCRIPTOR.services_by_name["Inference"]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def servicer_method(servicer: object, name: str) -> Callable[..., Any]:
@@ -30,64 +39,73 @@ def servicer_method(servicer: object, name: str) -> Callable[..., Any]:
     return lambda request: raw(servicer, request, None)
 
 
+def path_of(method: str) -> str:
+    """The route of an Inference method: /v1/ and its name in snake case."""
+    return "/v1/" + re.sub(r"(?<!^)(?=[A-Z])", "_", method).lower()
+
+
+def merged(replies: list[dict]) -> dict:
+    """A stream's messages as one reply, by the proto's rule that each message continues the ones before: text
+    and repeated fields are joined in order; a field set on one message only (`finished`, `header`) is kept."""
+    whole: dict = {}
+    for reply in replies:
+        for key, value in reply.items():
+            joined = isinstance(value, str | list) and key in whole
+            whole[key] = whole[key] + value if joined else value
+    return whole
+
+
 def model_object(servicer: InferenceServicer, m: Model) -> dict:
     """A model as OpenAI's API lists one, with rnnserve's ModelInfo (kind, cell, sizes, labels, ...) beside it."""
     return {"id": m.name, "object": "model", "created": 0, "owned_by": "rnnserve",
             "rnnserve": to_json(model_info(m, servicer.host.repo.latest(m)))}
 
 
-def _merged_generation(replies: list[dict]) -> dict:
-    return {"text": "".join(r["text"] for r in replies), "logprobs": [x for r in replies for x in r["logprobs"]],
-            "finished": replies[-1]["finished"]}
-
-
-def _merged_trace(replies: list[dict]) -> dict:
-    return {"header": replies[0]["header"], "steps": [s for r in replies[1:] for s in r["steps"]]}
-
-
 class NativeRoutes:
-    """POST /v1/generate, /v1/classify, /v1/trace; GET /v1/models[/{name}] (the latter shared with OpenAI clients)."""
+    """POST /v1/<method> for each Inference method the kinds serve; GET /v1/models[/{name}] (the latter shared
+    with OpenAI clients)."""
 
     def __init__(self, servicer: InferenceServicer) -> None:
         self.servicer = servicer
         self.budget_s = servicer.settings.max_request_s
-        self.generate = servicer_method(servicer, "Generate")
-        self.classify = servicer_method(servicer, "Classify")
-        self.trace = servicer_method(servicer, "Trace")
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/generate", self.generate_route, methods=["POST"], name="Generate"),
-                Route("/v1/classify", self.classify_route, methods=["POST"], name="Classify"),
-                Route("/v1/trace", self.trace_route, methods=["POST"], name="Trace"),
+        return [*(Route(path_of(name), self._endpoint(name), methods=["POST"], name=name) for name in served_methods()),
                 Route("/v1/models", self.list_route, methods=["GET"], name="ListModels"),
                 Route("/v1/models/{name}", self.get_route, methods=["GET"], name="GetModel")]
 
-    async def _streamed(self, method: str, request: Request, message: type, run: Callable[[Any], AsyncIterator[Any]],
-                        merge: Callable[[list[dict]], dict]) -> Response:
-        call = Call(method, self.budget_s)
-        try:
-            doc = await read_json(request)
-            stream = pop_flag(doc, "stream")
-            replies = run(parse(doc, message))
-        except Exception as err:
-            return call.refuse(err)
-        if stream:
-            return await call.stream(replies, lambda r: event(to_json(r)))
+    def _endpoint(self, name: str) -> Endpoint:
+        method = INFERENCE.methods_by_name[name]
+        message = message_factory.GetMessageClass(method.input_type)
+        run = servicer_method(self.servicer, name)
 
-        async def whole() -> Response:
-            return JSONResponse(merge([to_json(r) async for r in replies]))
-        return await call.unary(whole, watch=request.receive)
+        async def streamed(request: Request) -> Response:
+            call = Call(name, self.budget_s)
+            try:
+                doc = await read_json(request)
+                stream = pop_flag(doc, "stream")
+                replies = run(parse(doc, message))
+            except Exception as err:
+                return call.refuse(err)
+            if stream:
+                return await call.stream(replies, lambda r: event(to_json(r)))
 
-    async def generate_route(self, request: Request) -> Response:
-        return await self._streamed("Generate", request, pb.GenerateRequest, self.generate, _merged_generation)
+            async def whole() -> Response:
+                return JSONResponse(merged([to_json(r) async for r in replies]))
+            return await call.unary(whole, watch=request.receive)
 
-    async def trace_route(self, request: Request) -> Response:
-        return await self._streamed("Trace", request, pb.TraceRequest, self.trace, _merged_trace)
+        async def unary(request: Request) -> Response:
+            call = Call(name, self.budget_s)
+            try:
+                request_message = parse(await read_json(request), message)
+            except Exception as err:
+                return call.refuse(err)
 
-    async def classify_route(self, request: Request) -> Response:
-        async def work() -> Response:
-            return JSONResponse(to_json(await self.classify(parse(await read_json(request), pb.ClassifyRequest))))
-        return await Call("Classify", self.budget_s).unary(work)
+            async def reply() -> Response:
+                return JSONResponse(to_json(await run(request_message)))
+            return await call.unary(reply, watch=request.receive)  # a client that leaves frees what it held
+
+        return streamed if method.server_streaming else unary
 
     async def list_route(self, request: Request) -> Response:
         """One entry per model name, its latest version (what `model` selects when no version is given)."""

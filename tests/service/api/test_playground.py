@@ -1,4 +1,5 @@
-"""The playground in a real headless Chromium: type a prompt, press Generate, text streams in and is coloured."""
+"""The playground in a real headless Chromium: type a prompt, press Generate, text streams in and is coloured; a
+classifier's probabilities as bars; a translation streams in and its alignment is drawn as a heatmap."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.support.harness import generate as native_generate
-from tests.support.harness import patched_run, slowed
+from tests.support.harness import patched_run, pb, slowed
 
 pytest.importorskip("playwright")
 from tests.support import playground
@@ -38,3 +39,21 @@ def test_a_classifiers_probabilities_are_drawn_as_bars(server):
         widths = tab.eval_on_selector_all("#bars .fill", "els => els.map(e => parseFloat(e.style.width))")
     assert len(widths) == 6
     assert np.allclose(np.array(widths).reshape(3, 2).sum(axis=1), 100, atol=0.2)  # each text's bars add up to 100%
+
+
+def test_a_translation_streams_in_and_its_alignment_is_drawn(server):
+    from tests.service.api.test_translate import MODEL, VAL, slow_steps
+
+    replies = list(server.stub.Translate(pb.TranslateRequest(model=MODEL, text=VAL[5], return_attention=True),
+                                         timeout=60))
+    alignment = replies[-1].finished.alignment
+    with playground.page(server.http) as tab, slow_steps(server, 0.02):
+        t = playground.translate(tab, MODEL, VAL[5])
+    assert t.text == "".join(r.text for r in replies)  # the same translation as gRPC gives
+    assert t.updates >= 2, "the translation arrived in one DOM update: it did not stream"
+    assert re.match(rf"(length|stop) · {len(alignment.source_tokens)} → {len(alignment.target_tokens)} tokens", t.status)
+    # One row per output token, one cell per source token, each coloured by its weight (white is none).
+    assert [len(row) for row in t.heatmap] == [len(alignment.source_tokens)] * len(alignment.target_tokens)
+    assert len(t.columns) == len(alignment.source_tokens) and all(t.columns)
+    assert all(c.startswith("rgb(") for row in t.heatmap for c in row)
+    assert any(c != "rgb(255, 255, 255)" for row in t.heatmap for c in row)

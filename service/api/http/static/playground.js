@@ -1,5 +1,6 @@
 // The rnnserve playground: streams a generation over SSE, colours each character by a unit's activation
-// (Trace over HTTP), draws a classifier's probabilities. Plain DOM, no build step, no requests off this server.
+// (Trace over HTTP), draws a classifier's probabilities, streams a translation and draws its alignment.
+// Plain DOM, no build step, no requests off this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -53,6 +54,7 @@ function pickModel() {
   const lm = info.kind === "char_lm";
   $("lm").hidden = !lm;
   $("classifier").hidden = info.kind !== "classifier";
+  $("translator").hidden = info.kind !== "translator";
   const sizes = info.sizes || {};
   $("model-info").textContent = `version ${info.version} · ${info.cell}` +
     (sizes.n_layer ? ` · ${sizes.n_layer} x ${sizes.hidden_size}` : "");
@@ -197,6 +199,76 @@ async function runTrace() {
   }
 }
 
+// ---- translation: the text streams in; with the alignment asked for, the final event carries it
+const WORD_START = "\u2581";  // how SentencePiece-style subwords mark the start of a word
+
+function tokenLabels(tokens) {
+  // As the alignment page (service/interpret/alignpage.py) shows them: a word start's mark dropped, a piece that
+  // continues a word prefixed with "·", special tokens ("</s>") and word-level tokens as they are.
+  if (!tokens.some((t) => t.startsWith(WORD_START))) return tokens;
+  return tokens.map((t) => (t.startsWith(WORD_START) ? t.slice(1) : /^<.*>$/.test(t) ? t : "·" + t));
+}
+
+function drawAlignment(a) {
+  // Bahdanau et al. (2015), fig. 3: output tokens (rows) by source tokens (columns), each cell as dark as the
+  // attention the output token paid to the source token.
+  const source = tokenLabels(a.source_tokens), target = tokenLabels(a.target_tokens), S = source.length;
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  head.append(document.createElement("th"));
+  for (const s of source) head.append(Object.assign(document.createElement("th"), { textContent: s }));
+  const body = table.createTBody();
+  target.forEach((t, i) => {
+    const row = body.insertRow();
+    row.append(Object.assign(document.createElement("th"), { textContent: t }));
+    source.forEach((s, j) => {
+      const w = a.weights[i * S + j];
+      const cell = row.insertCell();
+      cell.style.background = colour(w, -1, 1);
+      cell.title = `${t} ← ${s}: ${w.toFixed(3)}`;
+    });
+  });
+  const key = document.createElement("p");
+  key.className = "muted";
+  key.innerHTML = '0 <span class="heat"></span> 1 · attention of an output token (row) on a source token (column)';
+  $("alignment").replaceChildren(key, table);
+}
+
+async function translate() {
+  showError(null);
+  const body = { model: $("model").value, text: $("source").value, stream: true, flush_chars: 8,
+    beam_size: number("beam_size"), max_tokens: number("translate_max_tokens"), return_attention: $("attention").checked };
+  const out = $("translation");
+  out.replaceChildren();
+  $("alignment").replaceChildren();
+  running = new AbortController();
+  $("translate").disabled = true;
+  $("stop-translate").disabled = false;
+  $("translate-status").textContent = "translating…";
+  try {
+    const response = await api("v1/translate", body, running.signal);
+    for await (const event of events(response)) {
+      if (event.name === "error") throw new Error(event.data.error.message);
+      if (event.data.text) out.append(event.data.text);
+      const f = event.data.finished;
+      if (f) {
+        const u = f.usage || {};
+        const reason = f.finish_reason.replace("FINISH_REASON_", "").toLowerCase();
+        $("translate-status").textContent = `${reason} · ${u.source_tokens || 0} → ${u.generated_tokens || 0} ` +
+          `tokens · first after ${((u.time_to_first_token_s || 0) * 1000).toFixed(1)} ms · version ${f.version}`;
+        if (f.alignment) drawAlignment(f.alignment);
+      }
+    }
+  } catch (err) {
+    if (err.name !== "AbortError") showError(err);
+    $("translate-status").textContent = err.name === "AbortError" ? "stopped" : "";
+  } finally {
+    running = null;
+    $("translate").disabled = false;
+    $("stop-translate").disabled = true;
+  }
+}
+
 // ---- classification
 async function classify() {
   showError(null);
@@ -238,6 +310,8 @@ for (const id of ["layer", "unit", "quantity", "colour"]) $(id).addEventListener
 $("generate").addEventListener("click", generate);
 $("stop").addEventListener("click", () => running && running.abort());
 $("classify").addEventListener("click", classify);
+$("translate").addEventListener("click", translate);
+$("stop-translate").addEventListener("click", () => running && running.abort());
 $("token").addEventListener("change", () => {
   sessionStorage.setItem("rnnserve-token", $("token").value.trim());
   loadModels().then(() => showError(null), showError);

@@ -70,14 +70,14 @@ def _tiny_translator(tmp: Path) -> Path:
 
 
 TINY_CAPTIONER = {
-    "task": "captioning", "data.path": FLICKR8K, "data.level": "word", "data.limit_images": 24, "data.min_freq": 2,
+    "task": "captioning", "data.path": FLICKR8K, "data.level": "word", "data.limit_images": 12, "data.min_freq": 2,
     "model.n_embd": 16, "model.hidden_size": 24, "model.attn_size": 16, "batch_size": 32, "max_steps": 10,
     "eval_interval": 10, "checkpoint_interval": 10, "optim.warmup_steps": 2, "decode.max_len_a": 0,
     "decode.max_len_b": 12, "decode.beam_size": 3}
 
 
 def _tiny_captioner(tmp: Path) -> Path:
-    """A captioner trained 10 steps on the first 24 Flickr8k training images (24 dev and test images), with the
+    """A captioner trained 10 steps on the first 12 Flickr8k training images (12 dev and test images), with the
     real EfficientNet-Lite0 encoder at 128 x 128 (a 4 x 4 grid): its captions are poor, but they are the real
     export's, so parity tests mean something. Its features are cached inside the session's directory."""
     return train_and_export(tmp, "tiny-captioner", {**TINY_CAPTIONER, "data.cache_dir": tmp / "feature-cache"})

@@ -42,8 +42,21 @@ def data_info(cfg: TrainConfig) -> dict[str, Any]:
     return info
 
 
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 50) -> list[np.ndarray]:
+    """Indices in batches of `batch_size` captions of similar length, in random order: the decoder runs as many
+    steps as the longest caption of a batch, so sorting within pools of `pool` batches (after a shuffle) cuts
+    the steps spent on padding while every epoch still sees a different mix."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    for i in range(0, len(order), pool * batch_size):
+        chunk = order[i : i + pool * batch_size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
 class CaptionTask:
-    """Mini-batches of `batch_size` captions (each with its image's features), reshuffled each epoch."""
+    """Mini-batches of `batch_size` captions of similar length (each with its image's features), reshuffled each epoch."""
 
     unit = "token"  # caption words, EOS included
 
@@ -67,16 +80,16 @@ class CaptionTask:
         assert isinstance(model_cfg, CaptionerConfig)  # the task is "captioning"
         self.model = Captioner(model_cfg)
         self.data_info = data_info(cfg)
+        self.lengths = np.array([len(t) for t in self.targets])
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch, self.next_batch = 0, 0
-        self.perm = self.rng.permutation(len(self.targets))
+        self.batches = length_batches(self.lengths, cfg.batch_size, self.rng)
 
     def train_step(self) -> tuple[float, int]:
-        B = self.cfg.batch_size
-        if self.next_batch * B >= len(self.perm):
+        if self.next_batch >= len(self.batches):
             self.epoch += 1
-            self.perm, self.next_batch = self.rng.permutation(len(self.targets)), 0
-        idx = self.perm[self.next_batch * B : (self.next_batch + 1) * B]
+            self.batches, self.next_batch = length_batches(self.lengths, self.cfg.batch_size, self.rng), 0
+        idx = self.batches[self.next_batch]
         self.next_batch += 1
         y, prev = pad_targets([self.targets[i] for i in idx])  # (B, T)
         features = torch.from_numpy(np.asarray(self.features[self.image_of[idx]], dtype=np.float32))
@@ -104,9 +117,28 @@ class CaptionTask:
                 **{f"val_{k}": v for k, v in scores.items()}}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "next_batch": self.next_batch, "perm": torch.from_numpy(self.perm),
-                "rng": self.rng.bit_generator.state}
+        return {"epoch": self.epoch, "next_batch": self.next_batch, "rng": self.rng.bit_generator.state,
+                "order": torch.from_numpy(np.concatenate(self.batches)),
+                "sizes": torch.tensor([len(b) for b in self.batches])}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.epoch, self.next_batch, self.perm = s["epoch"], s["next_batch"], s["perm"].numpy()
+        self.epoch, self.next_batch = s["epoch"], s["next_batch"]
         self.rng.bit_generator.state = s["rng"]
+        self.batches = np.split(s["order"].numpy(), np.cumsum(s["sizes"].numpy())[:-1])
+
+
+def evaluate_captioner(model: Captioner, tok: CaptionTokenizer, cfg: TrainConfig, split_name: str,
+                       beam_size: int = 1) -> dict[str, Any]:
+    """Loss, perplexity, BLEU-1..4 and CIDEr (greedy, or beam search with the recipe's length penalty) of a
+    checkpoint on one split's cached features: on all its images and on those from original photos."""
+    split = read_split(cfg.data.path, split_name, cfg.data.limit_images)
+    features = split_features(cfg, split)
+    image_of, targets = caption_pairs(split, tok, cfg.decode.max_len_b)
+    loss, tokens = teacher_forced_loss(model, features, image_of, targets)
+    alpha = cfg.decode.length_penalty if beam_size > 1 else 0.0
+    hyps = caption_features(model, features, cfg.decode.max_len_b, beam_size, alpha)
+    originals = [i for i, k in enumerate(split.kinds) if k == "original"]
+    return {"split": split_name, "images": len(hyps), "loss": loss, "ppl": math.exp(loss), "tokens": tokens,
+            "beam_size": beam_size, "length_penalty": alpha, "all": score(tok, hyps, split.captions),
+            "original": score(tok, [hyps[i] for i in originals], [split.captions[i] for i in originals]),
+            "original_images": len(originals), "examples": tok.decode(hyps[:3])}

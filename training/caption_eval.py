@@ -26,7 +26,7 @@ from pycocoevalcap.cider.cider import Cider
 from training.caption_data import SPECIAL_IDS, CaptionTokenizer
 from training.captioner import Captioner
 from training.image_encoder import EfficientNetLite0
-from training.search import beam_from, greedy_from
+from training.search import DecoderStepper, beam_from, greedy_from
 
 
 def pack_state(h: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -61,7 +61,7 @@ class TorchCaptionStepper:
         return logits.numpy(), torch.cat([h, c]).numpy(), alpha.numpy()
 
 
-def decode(stepper, memory: np.ndarray, keys: np.ndarray, state: np.ndarray, max_tokens: int, beam_size: int = 1,
+def decode(stepper: DecoderStepper, memory: np.ndarray, keys: np.ndarray, state: np.ndarray, max_tokens: int, beam_size: int = 1,
            alpha: float = 0.0) -> list[list[int]]:
     """Word ids (EOS excluded) of each image: greedy when beam_size is 1, else beam search with GNMT's penalty."""
     B, R = memory.shape[:2]
@@ -79,8 +79,8 @@ def caption_features(model: Captioner, features: np.ndarray, max_tokens: int, be
     stepper, out = TorchCaptionStepper(model), []
     try:
         for i in range(0, len(features), batch_size):
-            enc = stepper.encode_features(features[i : i + batch_size])
-            out += decode(stepper, *enc, max_tokens, beam_size, alpha)
+            memory, keys, state = stepper.encode_features(features[i : i + batch_size])
+            out += decode(stepper, memory, keys, state, max_tokens, beam_size, alpha)
     finally:
         model.train(was_training)
     return out

@@ -15,6 +15,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class _Features(nn.Module):
         return self.cnn.features(image)
 
 
-def time_size(cnn: EfficientNetLite0, side: int, threads: int, repeats: int, directory: Path) -> dict[str, float]:
+def time_size(cnn: EfficientNetLite0, side: int, threads: int, repeats: int, directory: Path) -> dict[str, Any]:
     path = directory / f"encoder-{side}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on the padding fixed to this size

@@ -98,7 +98,8 @@ def verify_greedy(ref: TorchCaptionStepper, ort_step: OrtCaptionStepper, images:
     """Greedy word ids of every image through torch and through ORT; any difference is an ExportError."""
     want: list[list[int]] = []
     for i in range(0, len(images), 64):
-        want += decode(ref, *ref.encode_images(images[i : i + 64]), max_tokens)
+        memory, keys, state = ref.encode_images(images[i : i + 64])
+        want += decode(ref, memory, keys, state, max_tokens)
     got = caption_images(ort_step, images, SPECIAL_IDS, max_tokens)
     diff = [i for i, (a, b) in enumerate(zip(want, got, strict=True)) if a != b]
     if diff:

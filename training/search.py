@@ -21,16 +21,21 @@ from typing import Protocol
 import numpy as np
 
 
-class Stepper(Protocol):
-    """A translation model as two functions of numpy arrays (what encoder.onnx and decoder.onnx compute)."""
-
-    def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """src int64 (B, S), lengths int64 (B,) -> memory (B, S, M), keys (B, S, H), h0 (L, B, H)."""
-        ...
+class DecoderStepper(Protocol):
+    """One decoder step as a function of numpy arrays (what decoder.onnx computes): all the search needs once the
+    encoder outputs are there."""
 
     def step(self, prev: np.ndarray, h: np.ndarray, memory: np.ndarray, keys: np.ndarray,
              mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """prev int64 (B,), h (L, B, H), mask bool (B, S) -> logits (B, V), new h, attention (B, S)."""
+        ...
+
+
+class Stepper(DecoderStepper, Protocol):
+    """A translation model as two functions of numpy arrays (what encoder.onnx and decoder.onnx compute)."""
+
+    def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """src int64 (B, S), lengths int64 (B,) -> memory (B, S, M), keys (B, S, H), h0 (L, B, H)."""
         ...
 
 
@@ -77,7 +82,7 @@ def greedy(stepper: Stepper, seqs: Sequence[np.ndarray], sp: Specials, rule: Len
     return greedy_from(stepper, memory, keys, h, mask, rule(lengths), sp)
 
 
-def greedy_from(stepper: Stepper, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, mask: np.ndarray,
+def greedy_from(stepper: DecoderStepper, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, mask: np.ndarray,
                 limit: np.ndarray, sp: Specials) -> list[list[int]]:
     """Greedy decoding from encoder outputs already computed (a captioner's come from images); at most
     limit[b] tokens for row b, EOS included. The state h has the batch on axis 1."""
@@ -123,7 +128,7 @@ def beam_search(stepper: Stepper, seqs: Sequence[np.ndarray], sp: Specials, rule
     return beam_from(stepper, memory, keys, h, mask, rule(lengths), sp, beam_size, alpha)
 
 
-def beam_from(stepper: Stepper, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, mask: np.ndarray,
+def beam_from(stepper: DecoderStepper, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, mask: np.ndarray,
               limit: np.ndarray, sp: Specials, beam_size: int, alpha: float) -> list[list[int]]:
     """Beam search from encoder outputs already computed, as greedy_from; token lists exclude EOS."""
     if beam_size < 1:

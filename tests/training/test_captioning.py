@@ -171,4 +171,4 @@ def test_onnx_runtime_equals_torch_and_greedy_captions_agree(tiny, cnn):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_allclose(y, x, atol=1e-4, rtol=0)
         state, prev = a[1], a[0].argmax(1)
-    assert caption_images(cap.stepper, images, cap.specials, cap.max_tokens) == decode(ref, *want, cap.max_tokens)
+    assert caption_images(cap.stepper, images, cap.specials, cap.max_tokens) == decode(ref, *want, max_tokens=cap.max_tokens)

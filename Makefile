@@ -75,7 +75,8 @@ demo: proto
 	scripts/demo.sh
 
 # ---- bundled models: each recipe retrains and re-exports one artifact from ../shared/data
-models: model-shakespeare-lstm model-shakespeare-gru model-sst2-bilstm model-python-lstm model-multi30k-de-en
+models: model-shakespeare-lstm model-shakespeare-gru model-sst2-bilstm model-python-lstm model-multi30k-de-en \
+	model-flickr8k-captioner
 
 model-%: $(VENV)
 	$(PY) -m training train --config recipes/$*.json

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.data import MULTI30K, MULTI30K_FILES, SHAKESPEARE, SST2_SENTENCES, need, train_and_export
+from tests.support.data import (
+    FLICKR8K,
+    FLICKR8K_FILES,
+    MULTI30K,
+    MULTI30K_FILES,
+    SHAKESPEARE,
+    SST2_SENTENCES,
+    need,
+    train_and_export,
+)
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see training/__init__.py: before torch loads
 
@@ -20,12 +29,14 @@ def shared_data() -> None:
 
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository with a tiny LSTM LM, a tiny GRU LM, a tiny word-level classifier and a tiny translator.
+    """A model repository with a tiny LSTM LM, a tiny GRU LM, a tiny word-level classifier, a tiny translator and
+    a tiny captioner.
 
     Layout: <repo>/<name>/1/{model.onnx, tokenizer.json, meta.json} (a translator: encoder.onnx, decoder.onnx,
-    source.tokenizer.json, target.tokenizer.json, meta.json).
+    source.tokenizer.json, target.tokenizer.json, meta.json; a captioner: encoder.onnx, decoder.onnx,
+    target.tokenizer.json, meta.json).
     """
-    need(SHAKESPEARE, SST2_SENTENCES / "stsa.binary.dev", *MULTI30K_FILES)
+    need(SHAKESPEARE, SST2_SENTENCES / "stsa.binary.dev", *MULTI30K_FILES, *FLICKR8K_FILES)
     tmp = tmp_path_factory.mktemp("artifacts")
     lm = {"task": "char_lm", "data.path": SHAKESPEARE, "model.n_layer": 2, "model.n_embd": 16,
           "model.hidden_size": 32, "batch_size": 8, "seq_len": 32, "max_steps": 20, "eval_interval": 20,
@@ -38,6 +49,7 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "model.n_embd": 16, "model.hidden_size": 16, "batch_size": 32, "max_steps": 20, "eval_interval": 20,
         "checkpoint_interval": 20})
     _tiny_translator(tmp)
+    _tiny_captioner(tmp)
     return tmp / "models"
 
 
@@ -55,3 +67,17 @@ def _tiny_translator(tmp: Path) -> Path:
         "data.test_path": corpus / "test2016", "data.level": "bpe", "data.vocab_size": 400, "model.n_embd": 16,
         "model.enc_hidden": 16, "model.dec_hidden": 24, "batch_tokens": 800, "max_steps": 30, "eval_interval": 30,
         "checkpoint_interval": 30, "optim.warmup_steps": 2, "decode.beam_size": 3})
+
+
+TINY_CAPTIONER = {
+    "task": "captioning", "data.path": FLICKR8K, "data.level": "word", "data.limit_images": 12, "data.min_freq": 2,
+    "model.n_embd": 16, "model.hidden_size": 24, "model.attn_size": 16, "batch_size": 32, "max_steps": 10,
+    "eval_interval": 10, "checkpoint_interval": 10, "optim.warmup_steps": 2, "decode.max_len_a": 0,
+    "decode.max_len_b": 12, "decode.beam_size": 3}
+
+
+def _tiny_captioner(tmp: Path) -> Path:
+    """A captioner trained 10 steps on the first 12 Flickr8k training images (12 dev and test images), with the
+    real EfficientNet-Lite0 encoder at 128 x 128 (a 4 x 4 grid): its captions are poor, but they are the real
+    export's, so parity tests mean something. Its features are cached inside the session's directory."""
+    return train_and_export(tmp, "tiny-captioner", {**TINY_CAPTIONER, "data.cache_dir": tmp / "feature-cache"})

@@ -50,6 +50,12 @@ def _eval(args: argparse.Namespace) -> None:
         result = evaluate_translation(model, tok, cfg, args.data or cfg.data.val_path, args.beam)
         print(json.dumps(_floats(result), indent=1))
         return
+    if cfg is not None and cfg.task == "captioning":
+        from training.caption_task import evaluate_captioner
+
+        result = evaluate_captioner(model, tok, cfg, args.split, args.beam)
+        print(json.dumps(_floats(result), indent=1))
+        return
     if cfg is None and not args.data:
         raise ValueError(f"{args.checkpoint} does not record its training data: pass --data FILE")
     if opened.kind == "char_lm":
@@ -134,13 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--config", help="JSON recipe (see recipes/)")
     t.add_argument("--resume", help="checkpoint to continue exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    e = sub.add_parser("eval", help="loss/bpc (char LM), accuracy/confusion (classifier), loss/BLEU (translation)")
+    e = sub.add_parser("eval", help="loss/bpc (char LM), accuracy/confusion (classifier), loss/BLEU (translation), "
+                                    "loss/BLEU/CIDEr (captioning checkpoint)")
     e.add_argument("checkpoint", help=MODEL_HELP)
     e.add_argument("--data", help="another file to score (default: the validation split of training); "
                                   "translation: a pair's stem, e.g. ../shared/data/multi30k/test2016")
     e.add_argument("--format", choices=["tsv", "label_line"],
                    help="--data's format for a classifier: GLUE TSV or '<label> <sentence>' lines (default: detected)")
-    e.add_argument("--beam", type=int, default=1, help="translation: beam size (1 = greedy)")
+    e.add_argument("--beam", type=int, default=1, help="translation, captioning: beam size (1 = greedy)")
+    e.add_argument("--split", choices=["train", "dev", "test"], default="dev",
+                   help="captioning: the Flickr8k split to caption and score (BLEU-1..4, CIDEr)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("sample", help="generate text from a char LM checkpoint or artifact")

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from service.artifact.tokenizer import Tokenizer
+from training.caption_data import CaptionTokenizer
+from training.captioner import Captioner
 from training.config import TrainConfig, _build
 from training.model import CharLM, Classifier
 from training.seq2seq import Seq2Seq
@@ -55,13 +57,16 @@ def config_of(ckpt: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, ckpt["config"], "checkpoint config")
 
 
-def model_of(ckpt: dict[str, Any]) -> tuple[CharLM | Classifier | Seq2Seq, Tokenizer | TokenizerPair]:
+def model_of(ckpt: dict[str, Any]) -> tuple[CharLM | Classifier | Seq2Seq | Captioner,
+                                            Tokenizer | TokenizerPair | CaptionTokenizer]:
     """Rebuild the model (eval mode, weights loaded) and its tokenizer(s) from a checkpoint."""
     cfg = config_of(ckpt)
     mcfg = cfg.model_config(**ckpt["model_derived"])
-    model = {"char_lm": CharLM, "classifier": Classifier, "translation": Seq2Seq}[cfg.task](mcfg)
+    model = {"char_lm": CharLM, "classifier": Classifier, "translation": Seq2Seq, "captioning": Captioner}[cfg.task](mcfg)
     model.load_state_dict(ckpt["model"])
     model.eval()
     if cfg.task == "translation":
         return model, TokenizerPair.from_dict(ckpt["tokenizer"])
+    if cfg.task == "captioning":
+        return model, CaptionTokenizer.from_dict(ckpt["tokenizer"])
     return model, Tokenizer.from_dict(ckpt["tokenizer"])

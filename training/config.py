@@ -7,18 +7,20 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from training.captioner import CaptionerConfig
 from training.model import CharLMConfig, ClassifierConfig
 from training.precision import PRECISIONS
 from training.seq2seq import Seq2SeqConfig
 
-MODEL_CONFIGS = {"char_lm": CharLMConfig, "classifier": ClassifierConfig, "translation": Seq2SeqConfig}
+MODEL_CONFIGS = {"char_lm": CharLMConfig, "classifier": ClassifierConfig, "translation": Seq2SeqConfig,
+                 "captioning": CaptionerConfig}
 TASKS = tuple(MODEL_CONFIGS)
 
 
 @dataclass
 class DataConfig:
-    path: str = ""  # corpus (char_lm), labelled sentences (classifier), or the training pair's stem (translation:
-    #   "../shared/data/multi30k/train" reads train.<source> and train.<target>)
+    path: str = ""  # corpus (char_lm), labelled sentences (classifier), the training pair's stem (translation:
+    #   "../shared/data/multi30k/train" reads train.<source> and train.<target>), or the Flickr8k folder (captioning)
     val_path: str = ""  # classifier/translation validation file (stem); char_lm validates on the last val_fraction
     test_path: str = ""  # translation: held-out test stem, scored only at export (BLEU in meta.json)
     val_fraction: float = 0.1  # char_lm: the last 10% of characters
@@ -29,6 +31,10 @@ class DataConfig:
     target: str = "en"  # translation: language suffix of the target files
     vocab_size: int = 8000  # translation, level "bpe": subword vocabulary of each language, specials included
     labels: dict[str, str] = field(default_factory=lambda: {"0": "negative", "1": "positive"})  # raw -> name, in class order
+    image_height: int = 128  # captioning: every image is resized to height x width for the encoder (image.py)
+    image_width: int = 128
+    limit_images: int = 0  # captioning: > 0 keeps the first N images (by name) of each split (small runs, tests)
+    cache_dir: str = "runs/cache"  # captioning: encoder features of every image, computed once (feature_cache.py)
 
 
 @dataclass
@@ -48,7 +54,8 @@ class OptimConfig:
 class DecodeConfig:
     """Translation decoding, used for validation BLEU and recorded in meta.json so serving decodes alike."""
 
-    max_len_a: float = 1.5  # at most a * source_tokens + b target tokens (EOS included), then stop
+    max_len_a: float = 1.5  # at most a * source_tokens + b target tokens (EOS included), then stop;
+    #   captioning: a must be 0 and b is the caption limit (training captions are cut to b tokens too)
     max_len_b: int = 10
     beam_size: int = 5  # the beam of the beam-search BLEU reported at export (validation decodes greedily)
     length_penalty: float = 0.6  # GNMT's alpha (Wu et al. 2016): score = log P / ((5 + |Y|) / 6) ** alpha
@@ -56,15 +63,15 @@ class DecodeConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "char_lm"  # "char_lm", "classifier" or "translation"
+    task: str = "char_lm"  # "char_lm", "classifier", "translation" or "captioning"
     name: str = "model"  # artifact name under models/
     out_dir: str = "runs/model"  # checkpoints land here
     seed: int = 1337
     threads: int = 2  # torch intra-op threads, set explicitly
     precision: str = "fp32"  # "bf16": forward under CPU autocast, fp32 weights (training/precision.py); needs AVX-512 BF16
-    batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step
+    batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step; captioning: captions
     batch_tokens: int = 4000  # translation: source + target tokens per step, padding included (length-bucketed)
-    label_smoothing: float = 0.0  # translation: cross-entropy label smoothing (Szegedy et al. 2016)
+    label_smoothing: float = 0.0  # translation, captioning: cross-entropy label smoothing (Szegedy et al. 2016)
     seq_len: int = 64  # char_lm: BPTT window T
     max_steps: int = 2000
     time_budget_min: float = 0.0  # > 0: stop after this many minutes, LR decay following the clock
@@ -157,13 +164,15 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"optim.name must be 'adamw' or 'adagrad', got {cfg.optim.name!r}")
     if cfg.optim.decay not in ("cosine", "none"):
         raise ValueError(f"optim.decay must be 'cosine' or 'none', got {cfg.optim.decay!r}")
-    levels = ("bpe", "word") if cfg.task == "translation" else ("char", "word")
+    levels = {"translation": ("bpe", "word"), "captioning": ("word",)}.get(cfg.task, ("char", "word"))
     if cfg.data.level not in levels:
         raise ValueError(f"data.level must be one of {levels} for a {cfg.task}, got {cfg.data.level!r}")
     if cfg.task == "char_lm" and cfg.data.level != "char":
         raise ValueError("a char_lm needs data.level = 'char'")
     if cfg.task == "translation":
         _validate_translation(cfg)
+    if cfg.task == "captioning":
+        _validate_captioning(cfg)
     for key in ("batch_size", "seq_len", "max_steps", "threads", "eval_interval", "eval_batch_size"):
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key} must be positive")
@@ -194,3 +203,17 @@ def _validate_translation(cfg: TrainConfig) -> None:
         raise ValueError("label_smoothing must be in [0, 1)")
     if dec.max_len_a < 0 or dec.max_len_b < 1 or dec.beam_size < 1 or dec.length_penalty < 0:
         raise ValueError("decode needs max_len_a >= 0, max_len_b >= 1, beam_size >= 1 and length_penalty >= 0")
+
+
+def _validate_captioning(cfg: TrainConfig) -> None:
+    d, dec = cfg.data, cfg.decode
+    if not (0 < d.image_height <= 4096 and 0 < d.image_width <= 4096):
+        raise ValueError("data.image_height and data.image_width must be from 1 to 4096")
+    if d.limit_images < 0:
+        raise ValueError("data.limit_images must be >= 0 (0 = every image)")
+    if dec.max_len_a != 0 or dec.max_len_b < 2:
+        raise ValueError("captioning needs decode.max_len_a = 0 and decode.max_len_b >= 2 (the caption limit, EOS included)")
+    if dec.beam_size < 1 or dec.length_penalty < 0:
+        raise ValueError("decode needs beam_size >= 1 and length_penalty >= 0")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError("label_smoothing must be in [0, 1)")

@@ -168,6 +168,10 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, description: s
         from training.export_translator import export_translator
 
         return export_translator(ckpt, out_dir, description)
+    if cfg.task == "captioning":
+        from training.export_captioner import export_captioner
+
+        return export_captioner(ckpt, out_dir, description)
     model, tok = model_of(ckpt)
     if (out_dir / artifact.MODEL_FILE).exists():
         raise FileExistsError(f"{out_dir} already holds a model; export to a new version directory")

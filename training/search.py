@@ -21,16 +21,21 @@ from typing import Protocol
 import numpy as np
 
 
-class Stepper(Protocol):
-    """A translation model as two functions of numpy arrays (what encoder.onnx and decoder.onnx compute)."""
-
-    def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """src int64 (B, S), lengths int64 (B,) -> memory (B, S, M), keys (B, S, H), h0 (L, B, H)."""
-        ...
+class DecoderStepper(Protocol):
+    """One decoder step as a function of numpy arrays (what decoder.onnx computes): all the search needs once the
+    encoder outputs are there."""
 
     def step(self, prev: np.ndarray, h: np.ndarray, memory: np.ndarray, keys: np.ndarray,
              mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """prev int64 (B,), h (L, B, H), mask bool (B, S) -> logits (B, V), new h, attention (B, S)."""
+        ...
+
+
+class Stepper(DecoderStepper, Protocol):
+    """A translation model as two functions of numpy arrays (what encoder.onnx and decoder.onnx compute)."""
+
+    def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """src int64 (B, S), lengths int64 (B,) -> memory (B, S, M), keys (B, S, H), h0 (L, B, H)."""
         ...
 
 
@@ -74,7 +79,14 @@ def _encode(stepper: Stepper, seqs: Sequence[np.ndarray], pad: int) -> tuple[np.
 def greedy(stepper: Stepper, seqs: Sequence[np.ndarray], sp: Specials, rule: LengthRule) -> list[list[int]]:
     """The most likely next token at every step, for a batch of sources; token lists exclude EOS."""
     lengths, memory, keys, h, mask = _encode(stepper, seqs, sp.pad)
-    B, limit = len(seqs), rule(lengths)
+    return greedy_from(stepper, memory, keys, h, mask, rule(lengths), sp)
+
+
+def greedy_from(stepper: DecoderStepper, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, mask: np.ndarray,
+                limit: np.ndarray, sp: Specials) -> list[list[int]]:
+    """Greedy decoding from encoder outputs already computed (a captioner's come from images); at most
+    limit[b] tokens for row b, EOS included. The state h has the batch on axis 1."""
+    B = memory.shape[0]
     out = np.zeros((B, int(limit.max())), dtype=np.int64)
     n = np.zeros(B, dtype=np.int64)  # tokens kept so far
     live = np.ones(B, dtype=bool)
@@ -112,9 +124,16 @@ def beam_search(stepper: Stepper, seqs: Sequence[np.ndarray], sp: Specials, rule
     """The best hypothesis of each source by length-normalised log-probability; token lists exclude EOS."""
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
-    K = beam_size
     lengths, memory, keys, h, mask = _encode(stepper, seqs, sp.pad)
-    B, limit = len(seqs), rule(lengths)
+    return beam_from(stepper, memory, keys, h, mask, rule(lengths), sp, beam_size, alpha)
+
+
+def beam_from(stepper: DecoderStepper, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, mask: np.ndarray,
+              limit: np.ndarray, sp: Specials, beam_size: int, alpha: float) -> list[list[int]]:
+    """Beam search from encoder outputs already computed, as greedy_from; token lists exclude EOS."""
+    if beam_size < 1:
+        raise ValueError("beam_size must be at least 1")
+    K, B = beam_size, memory.shape[0]
     rows = np.repeat(np.arange(B), K)  # row b*K + k is beam k of sentence b; its memory is sentence b's
     memory, keys, mask, h = memory[rows], keys[rows], mask[rows], h[:, rows]
     scores = np.full((B, K), -np.inf, dtype=np.float64)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from service.artifact.corpus import read_sentences
 from service.artifact.tokenizer import Tokenizer, split_words
+from training.caption_task import CaptionTask
 from training.config import TrainConfig
 from training.data import BPTTBatches, CharCorpus, file_info, pad_batch
 from training.distributed import SINGLE, World
@@ -164,5 +165,6 @@ class ClassifierTask:
         self.rng.bit_generator.state = s["rng"]
 
 
-def make_task(cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> LMTask | ClassifierTask | TranslationTask:
-    return {"char_lm": LMTask, "classifier": ClassifierTask, "translation": TranslationTask}[cfg.task](cfg, ckpt)
+def make_task(cfg: TrainConfig, ckpt: dict[str, Any] | None = None) -> LMTask | ClassifierTask | TranslationTask | CaptionTask:
+    return {"char_lm": LMTask, "classifier": ClassifierTask, "translation": TranslationTask,
+            "captioning": CaptionTask}[cfg.task](cfg, ckpt)

@@ -18,8 +18,11 @@ SST2 = DATA / "sst2"
 SST2_SENTENCES = DATA / "sst2-sentences"
 MULTI30K = DATA / "multi30k"
 MULTI30K_FILES = tuple(MULTI30K / f"{split}.{lang}" for split in ("train", "val", "test2016") for lang in ("de", "en"))
+FLICKR8K = DATA / "flickr8k"
+FLICKR8K_FILES = (FLICKR8K / "captions.token.txt", FLICKR8K / "images_manifest.tsv",
+                  *(FLICKR8K / f"split_{split}.txt" for split in ("train", "dev", "test")))
 USED = (SHAKESPEARE, SST2 / "train.tsv", SST2 / "dev.tsv", SST2_SENTENCES / "stsa.binary.train",
-        SST2_SENTENCES / "stsa.binary.dev", *MULTI30K_FILES)
+        SST2_SENTENCES / "stsa.binary.dev", *MULTI30K_FILES, *FLICKR8K_FILES)
 
 
 def need(*paths: Path) -> None:

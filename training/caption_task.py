@@ -16,6 +16,7 @@ from training.caption_eval import caption_features, pad_targets, score, teacher_
 from training.captioner import Captioner, CaptionerConfig
 from training.config import TrainConfig
 from training.data import file_info
+from training.distributed import SINGLE, World
 from training.feature_cache import image_features
 
 
@@ -84,28 +85,34 @@ class CaptionTask:
         self.rng = np.random.default_rng(cfg.seed)
         self.epoch, self.next_batch = 0, 0
         self.batches = length_batches(self.lengths, cfg.batch_size, self.rng)
+        self.world = SINGLE
 
-    def train_step(self) -> tuple[float, int]:
+    def shard(self, world: World) -> None:
+        """Rank r takes its contiguous slice of the captions of each global (length-bucketed) batch."""
+        self.world = world
+
+    def train_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, int]:
         if self.next_batch >= len(self.batches):
             self.epoch += 1
             self.batches, self.next_batch = length_batches(self.lengths, self.cfg.batch_size, self.rng), 0
-        idx = self.batches[self.next_batch]
+        batch = self.batches[self.next_batch]  # the global batch
         self.next_batch += 1
-        y, prev = pad_targets([self.targets[i] for i in idx])  # (B, T)
+        idx, weight = self.world.share(batch)
+        y, prev = pad_targets([self.targets[i] for i in idx])  # (b, T)
         features = torch.from_numpy(np.asarray(self.features[self.image_of[idx]], dtype=np.float32))
-        logits, alphas = self.model(features, torch.from_numpy(prev))  # (B, T, V), (B, T, R)
+        logits, alphas = model(features, torch.from_numpy(prev))  # (b, T, V), (b, T, R)
         target = torch.from_numpy(y)
-        real = target != SPECIAL_IDS.pad  # (B, T)
+        real = target != SPECIAL_IDS.pad  # (b, T)
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=SPECIAL_IDS.pad,
-                               label_smoothing=self.cfg.label_smoothing)
-        total = loss
+                               label_smoothing=self.cfg.label_smoothing, reduction="sum")
+        # Means over the global batch (its words, its captions), which every rank knows without communicating.
+        total = loss / int(self.lengths[batch].sum())
         if self.model.cfg.use_attention and self.model.cfg.attention_reg > 0:
             # Doubly stochastic attention (Xu et al. 2015, eq. 14): over a caption's real words, each region's
             # attention should sum to about one, so every part of the image is looked at.
-            coverage = (alphas * real.unsqueeze(2)).sum(dim=1)  # (B, R)
-            total = loss + self.model.cfg.attention_reg * ((1 - coverage) ** 2).sum(dim=1).mean()
-        total.backward()
-        return loss.item(), int(real.sum())
+            coverage = (alphas * real.unsqueeze(2)).sum(dim=1)  # (b, R)
+            total = total + self.model.cfg.attention_reg * ((1 - coverage) ** 2).sum() / len(batch)
+        return total * weight, int(real.sum()) if weight else 0
 
     def evaluate(self) -> dict[str, Any]:
         """Teacher-forced loss and perplexity on the dev captions; BLEU-1..4 and CIDEr of greedy dev captions."""

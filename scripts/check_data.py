@@ -24,7 +24,8 @@ def origin(name: str) -> str:
     """Where a data file comes from: the repository named in its folder's SOURCE.txt, or how it is made here."""
     if name in MADE_HERE:
         return MADE_HERE[name]
-    source = (ROOT / name).parent / "SOURCE.txt"
+    path = ROOT / name
+    source = (path if path.is_dir() else path.parent) / "SOURCE.txt"
     if source.is_file():
         for line in source.read_text(encoding="utf-8").splitlines():
             if line.startswith("Repository:"):
@@ -46,7 +47,7 @@ def recipe_files() -> dict[str, list[str]]:
 def main() -> int:
     missing = []
     for name, recipes in recipe_files().items():
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_file() or (ROOT / name).is_dir():  # a directory: the captioner's Flickr8k folder
             status = "ok"
         elif name in MADE_HERE:
             status = "to make"

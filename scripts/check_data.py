@@ -30,6 +30,7 @@ def origin(name: str) -> str:
         for line in source.read_text(encoding="utf-8").splitlines():
             if line.startswith("Repository:"):
                 return f"{line.split(':', 1)[1].strip()} (see {Path(name).parent}/SOURCE.txt)"
+        return f"see {Path(name) / 'SOURCE.txt' if path.is_dir() else Path(name).parent / 'SOURCE.txt'}"
     return "no SOURCE.txt beside it"
 
 

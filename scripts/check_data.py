@@ -24,11 +24,13 @@ def origin(name: str) -> str:
     """Where a data file comes from: the repository named in its folder's SOURCE.txt, or how it is made here."""
     if name in MADE_HERE:
         return MADE_HERE[name]
-    source = (ROOT / name).parent / "SOURCE.txt"
+    path = ROOT / name
+    source = (path if path.is_dir() else path.parent) / "SOURCE.txt"
     if source.is_file():
         for line in source.read_text(encoding="utf-8").splitlines():
             if line.startswith("Repository:"):
                 return f"{line.split(':', 1)[1].strip()} (see {Path(name).parent}/SOURCE.txt)"
+        return f"see {Path(name) / 'SOURCE.txt' if path.is_dir() else Path(name).parent / 'SOURCE.txt'}"
     return "no SOURCE.txt beside it"
 
 
@@ -46,7 +48,7 @@ def recipe_files() -> dict[str, list[str]]:
 def main() -> int:
     missing = []
     for name, recipes in recipe_files().items():
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_file() or (ROOT / name).is_dir():  # a directory: the captioner's Flickr8k folder
             status = "ok"
         elif name in MADE_HERE:
             status = "to make"

@@ -8,12 +8,13 @@ import sys
 import pytest
 
 from service.artifact import META_FILE, Meta
-from tests.support.data import ROOT
+from tests.support.data import FLICKR8K, ROOT, need
 
 MODELS = ROOT / "models"
 ALL_ARTIFACTS = sorted(p.parent for p in MODELS.glob(f"*/*/{META_FILE}"))
 TRANSLATORS = [p for p in ALL_ARTIFACTS if Meta.load(p / META_FILE).kind == "translator"]
-ARTIFACTS = [p for p in ALL_ARTIFACTS if p not in TRANSLATORS]  # one model.onnx each
+CAPTIONERS = [p for p in ALL_ARTIFACTS if Meta.load(p / META_FILE).kind == "captioner"]
+ARTIFACTS = [p for p in ALL_ARTIFACTS if p not in TRANSLATORS + CAPTIONERS]  # one model.onnx each
 CODE_CORPORA = {"python-stdlib.txt"}  # char LMs of code are primed with code and must continue with code
 
 RUN_WITHOUT_TORCH = """
@@ -98,3 +99,27 @@ def test_bundled_translator_translates_without_torch(path):
     assert r.returncode == 0, r.stderr
     dog, men = json.loads(r.stdout)
     assert "dog" in dog.lower() and "men" in men.lower(), (dog, men)
+
+
+CAPTION_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+sys.modules["torch"] = None  # any torch import now fails
+from training.ort_captioner import OrtCaptioner
+print(json.dumps(OrtCaptioner(sys.argv[1]).caption([Path(f).read_bytes() for f in sys.argv[2:]], beam_size=3)))
+"""
+
+
+@pytest.mark.parametrize("path", CAPTIONERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_bundled_captioner_captions_without_torch(path):
+    """Two test-split photos (not trained on): two dogs in the snow, a boy jumping into a pool."""
+    images = [FLICKR8K / "images" / name for name in ("3385593926_d3e9c21170.jpg", "2677656448_6b7e7702af.jpg")]
+    need(*images)
+    meta = Meta.load(path / META_FILE)
+    assert meta.evaluation["export_checks"]["greedy_dev_equal_to_torch"] == 1000
+    assert meta.evaluation["captions"]["test"]["greedy"]["all"]["bleu4"] > 10  # a trained model (untrained: ~0)
+    r = subprocess.run([sys.executable, "-c", CAPTION_WITHOUT_TORCH, str(path), *map(str, images)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    dogs, pool = json.loads(r.stdout)
+    assert "dog" in dogs and ("pool" in pool or "water" in pool), (dogs, pool)

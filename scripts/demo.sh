@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: serve the bundled models, stream a generation, classify two sentences, translate two, stop cleanly.
+# The main job: serve the bundled models, stream a generation, classify two sentences, translate two, caption a
+# photo, stop cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -33,4 +34,10 @@ if [ -d models/multi30k-de-en ]; then
     echo "$text"
     "$PY" -m service.client --target "$TARGET" translate --model multi30k-de-en --flush-chars 1 "$text"
   done
+fi
+PHOTO=../shared/data/flickr8k/images/1352410176_af6b139734.jpg  # a test-split photo the captioner never saw
+if [ -d models/flickr8k-captioner ] && [ -f "$PHOTO" ]; then
+  echo
+  echo "== caption --model flickr8k-captioner --beam 3 $(basename "$PHOTO") (words streamed as they are decoded)"
+  "$PY" -m service.client --target "$TARGET" caption --model flickr8k-captioner --beam 3 "$PHOTO"
 fi

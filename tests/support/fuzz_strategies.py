@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
 
-MODELS = ("tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator")
+MODELS = ("tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator", "tiny-captioner")
 MB = 1 << 20
 
 # Characters that break naive code: NUL, controls, a combining mark, zero-width joiner, BOM, RTL override,

@@ -153,7 +153,7 @@ def test_ranks_agree_on_loss_units_and_rank_0s_clock(tmp_path):
     rank (so all set the same LR and stop on the same step); the LM's state is gathered in rank order."""
     mp.spawn(_agree_and_gather, args=(tmp_path,), nprocs=2)
     for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert got["agreed"] == (1.5, 7, 10.0)
         assert got["carry"].shape == (2, 2, 3) and got["carry"][:, :, 0].tolist() == [[0.0, 1.0], [0.0, 1.0]]
 

@@ -53,4 +53,4 @@ def test_a_streams_messages_merge_into_one_reply():
 def test_every_method_a_kind_serves_has_its_route():
     assert {m: path_of(m) for m in served_methods()} == {
         "Generate": "/v1/generate", "Trace": "/v1/trace", "Classify": "/v1/classify", "Translate": "/v1/translate",
-        "TranslateBatch": "/v1/translate_batch"}
+        "TranslateBatch": "/v1/translate_batch", "Caption": "/v1/caption", "CaptionBatch": "/v1/caption_batch"}

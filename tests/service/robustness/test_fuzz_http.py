@@ -49,6 +49,10 @@ def test_http_routes(fuzz):
         if status == 200:
             return
         assert headers["content-type"] == "application/json", headers
+        if status == 413 and isinstance(reply, bytes):
+            return  # the connection's reset discarded the refusal's body after its headers (see http_client.call)
+        assert isinstance(reply, dict), f"{status} for {method} {path} ({len(body)} bytes sent): a JSON error " \
+                                        f"that is not JSON: {reply[:300]!r}"
         error = reply["error"]
         if status != 400:
             return

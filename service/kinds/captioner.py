@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from service.api import v2_params
 from service.api.images import ImageReader
 from service.api.params import flush
 from service.api.translate_params import Search, search
-from service.api.v2_params import FINAL, Tensor, add_output, pack_bytes, set_params
+from service.api.v2_params import Tensor
 from service.artifact import DECODER_FILE, ENCODER_FILE, Meta
 from service.artifact.image import ImageSpec
 from service.engine.seq2seq import Seq2SeqEngine
@@ -26,6 +27,7 @@ from service.engine.seq2seq_stream import Seq2SeqFinished, Seq2SeqParams, Seq2Se
 from service.errors import InvalidArgument
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
+from service.kinds import seq2seq_v2
 from service.kinds.base import Kind, Served
 from service.kinds.translator import FINISH, WHOLE
 from service.metrics import ImageMetrics, Seq2SeqMetrics
@@ -171,28 +173,7 @@ class Captioner(Kind[CaptionEngine]):
         options = self._options(served, native)
         flushing = flush(native, served.settings) if stream else WHOLE
         streams, _ = await self._submit(served, [(f"{field}[{i}]", x) for i, x in enumerate(images)], options, flushing)
-        try:
-            if stream:
-                async for chunk in streams[0].chunks():
-                    yield _v2_reply(template, wanted, [chunk.text], [chunk.finished] if chunk.finished else [], True)
-            else:
-                done = await asyncio.gather(*(x.whole() for x in streams))
-                yield _v2_reply(template, wanted, [text for text, _ in done], [f for _, f in done], False)
-        finally:
-            for x in streams:
-                engine.cancel(x)
-
-
-def _v2_reply(template: v2.ModelInferResponse, wanted: list[Tensor], texts: list[str], finished: list[Seq2SeqFinished],
-              stream: bool) -> v2.ModelInferResponse:
-    """Captions as a BYTES tensor; with one image, how it ended as parameters (on the final response)."""
-    reply = v2.ModelInferResponse()
-    reply.CopyFrom(template)
-    if wanted:
-        add_output(reply, wanted[0], (len(texts),), pack_bytes([t.encode() for t in texts]))
-    params: dict[str, bool | int | float | str] = {FINAL: bool(finished)} if stream else {}
-    if len(finished) == 1:
-        f = finished[0]
-        params.update(finish_reason=f.reason, regions=f.source_tokens, generated_tokens=f.generated_tokens)
-    set_params(reply.parameters, params)
-    return reply
+        # aclosing: when the client leaves, closing this generator closes the replies' too, which cancels the streams.
+        async with aclosing(seq2seq_v2.replies(engine, streams, template, wanted, stream, "regions")) as replies:
+            async for reply in replies:
+                yield reply

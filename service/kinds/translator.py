@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from pathlib import Path
 
 from service.api import v2_params
 from service.api.params import flush
 from service.api.translate_params import LengthRule, Search, count_texts, search, seq2seq_params, source_ids
-from service.api.v2_params import FINAL, Tensor, add_output, pack_bytes, set_params
+from service.api.v2_params import Tensor
 from service.artifact import DECODER_FILE, ENCODER_FILE, Meta
 from service.engine.seq2seq import Seq2SeqEngine
 from service.engine.seq2seq_stream import Seq2SeqFinished, Seq2SeqStream
@@ -21,6 +22,7 @@ from service.engine.stream import MAX_FLUSH_CHARS
 from service.errors import InvalidArgument
 from service.gen.inference import grpc_service_pb2 as v2
 from service.gen.rnnserve.v1 import rnnserve_pb2 as pb
+from service.kinds import seq2seq_v2
 from service.kinds.base import Kind, Served
 from service.metrics import Seq2SeqMetrics
 from service.models.model import Model
@@ -138,28 +140,7 @@ class Translator(Kind[Seq2SeqEngine]):
         flushing = flush(native, served.settings) if stream else WHOLE
         streams = self._submit(served, [(f"inputs[{inputs[0].name!r}][{i}]", t) for i, t in enumerate(texts)],
                                options, flushing)
-        try:
-            if stream:
-                async for chunk in streams[0].chunks():
-                    yield _v2_reply(template, wanted, [chunk.text], [chunk.finished] if chunk.finished else [], True)
-            else:
-                done = await asyncio.gather(*(x.whole() for x in streams))
-                yield _v2_reply(template, wanted, [text for text, _ in done], [f for _, f in done], False)
-        finally:
-            for x in streams:
-                engine.cancel(x)
-
-
-def _v2_reply(template: v2.ModelInferResponse, wanted: list[Tensor], texts: list[str], finished: list[Seq2SeqFinished],
-              stream: bool) -> v2.ModelInferResponse:
-    """Translations as a BYTES tensor; with one text, how it ended as parameters (on the final response)."""
-    reply = v2.ModelInferResponse()
-    reply.CopyFrom(template)
-    if wanted:
-        add_output(reply, wanted[0], (len(texts),), pack_bytes([t.encode() for t in texts]))
-    params: dict[str, bool | int | float | str] = {FINAL: bool(finished)} if stream else {}
-    if len(finished) == 1:
-        f = finished[0]
-        params.update(finish_reason=f.reason, source_tokens=f.source_tokens, generated_tokens=f.generated_tokens)
-    set_params(reply.parameters, params)
-    return reply
+        # aclosing: when the client leaves, closing this generator closes the replies' too, which cancels the streams.
+        async with aclosing(seq2seq_v2.replies(engine, streams, template, wanted, stream, "source_tokens")) as replies:
+            async for reply in replies:
+                yield reply

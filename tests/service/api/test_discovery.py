@@ -12,7 +12,7 @@ from tests.support.harness import pb
 
 def test_list_and_get_models(server):
     infos = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest(), timeout=30).models}
-    assert set(infos) == {"tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator"}
+    assert set(infos) == {"tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator", "tiny-captioner"}
     lstm, gru, clf, tr = infos["tiny-lstm"], infos["tiny-gru"], infos["tiny-sentiment"], infos["tiny-translator"]
     assert (lstm.kind, lstm.cell, lstm.version, lstm.latest, lstm.tokenizer_level) == ("char_lm", "lstm", 1, True, "char")
     assert gru.cell == "gru" and not gru.labels
@@ -22,6 +22,8 @@ def test_list_and_get_models(server):
     assert "val_accuracy" in clf.evaluation
     assert (tr.kind, tr.cell, tr.tokenizer_level, tr.vocab_size) == ("translator", "gru", "bpe", tr.sizes["vocab_size"])
     assert tr.sizes["src_vocab_size"] > 0 and "bleu.test.greedy" in tr.evaluation
+    cap = infos["tiny-captioner"]
+    assert (cap.kind, cap.cell, cap.sizes["memory_size"]) == ("captioner", "lstm", 1280)
     assert server.stub.GetModel(pb.GetModelRequest(name="tiny-gru"), timeout=30) == gru
     assert server.stub.GetModel(pb.GetModelRequest(name="tiny-gru", version=1), timeout=30) == gru
 

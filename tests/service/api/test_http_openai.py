@@ -17,7 +17,8 @@ def client(server) -> openai.OpenAI:
 
 
 def test_models_are_listed(client):
-    assert [m.id for m in client.models.list()] == ["tiny-gru", "tiny-lstm", "tiny-sentiment", "tiny-translator"]
+    listed = [m.id for m in client.models.list()]
+    assert listed == ["tiny-captioner", "tiny-gru", "tiny-lstm", "tiny-sentiment", "tiny-translator"]
     assert client.models.retrieve("tiny-lstm").owned_by == "rnnserve"
 
 

@@ -80,7 +80,7 @@ def test_client_cli_streams_classifies_and_lists(server):
     assert [line.split("\t")[2] for line in lines] == ["a fine film", "dull"]
     assert all(line.split("\t")[0] in ("negative", "positive") for line in lines)
     models = [json.loads(line) for line in client("models").splitlines()]
-    assert {m["name"] for m in models} == {"tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator"}
+    assert {m["name"] for m in models} == {"tiny-lstm", "tiny-gru", "tiny-sentiment", "tiny-translator", "tiny-captioner"}
     lstm = next(m for m in models if m["name"] == "tiny-lstm")
     assert lstm["sizes"]["n_layer"] == 2 and lstm["vocab_size"] == lstm["sizes"]["vocab_size"]
     r = subprocess.run([sys.executable, "-m", "service.client", "--target", f"localhost:{server.port}", "generate",

@@ -8,9 +8,11 @@ FROM ${BASE_IMAGE}
 
 RUN groupadd --gid 10001 rnnserve \
  && useradd --uid 10001 --gid rnnserve --home-dir /app --no-create-home --shell /usr/sbin/nologin rnnserve
+# The requirements are copied, not bind-mounted: a copied file is part of the layer cache's key, so a changed
+# requirement rebuilds the install (a bind mount is not, and a cached layer would keep the old packages).
+COPY requirements/serve.txt /tmp/requirements/serve.txt
 # pip runs from its wheel, so a base without pip (Debian's python3) works as well as python:3.11-slim.
 RUN --mount=type=bind,source=deploy/wheels/serve,target=/wheels \
-    --mount=type=bind,source=requirements,target=/tmp/requirements \
     pip="/opt/rnnserve/bin/python $(echo /wheels/pip-*.whl)/pip install -q --no-index --find-links /wheels --no-cache-dir" \
  && python3 -m venv --without-pip /opt/rnnserve \
  && $pip -r /tmp/requirements/serve.txt

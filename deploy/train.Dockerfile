@@ -11,8 +11,9 @@ FROM ${BASE_IMAGE}
 RUN groupadd --gid 10001 rnnserve \
  && useradd --uid 10001 --gid rnnserve --home-dir /srv/rnnserve --no-create-home --shell /usr/sbin/nologin rnnserve \
  && mkdir -p /srv/rnnserve/runs /models && chown rnnserve:rnnserve /srv/rnnserve/runs /models
+# Copied, not bind-mounted, so that a changed requirement invalidates the cached install layer.
+COPY requirements/serve.txt requirements/train.txt /tmp/requirements/
 RUN --mount=type=bind,source=deploy/wheels/train,target=/wheels \
-    --mount=type=bind,source=requirements,target=/tmp/requirements \
     pip="/opt/rnnserve/bin/python $(echo /wheels/pip-*.whl)/pip install -q --no-index --find-links /wheels --no-cache-dir" \
  && python3 -m venv --without-pip /opt/rnnserve \
  && $pip -r /tmp/requirements/serve.txt -r /tmp/requirements/train.txt

@@ -2,7 +2,8 @@
 
 Each route runs the GRPCInferenceServicer method of the same name on the message the URL and body spell
 (service/api/http/v2_json.py), so both bindings accept, refuse and answer alike. Readiness is the status:
-200 when ready; a server that is not ready answers 503, a model 404 when it is not loaded, 503 while draining.
+200 when ready; a server that is not ready answers 503, a model 404 when it is not loaded, 503 while draining,
+each with an `error` saying why, like every other reply that is not 200.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class V2Routes:
     async def ready(self, request: Request) -> Response:
         async def work() -> Response:
             ready = (await self.call["ServerReady"](v2.ServerReadyRequest())).ready
-            return JSONResponse({"ready": ready}, 200 if ready else 503)
+            if ready:
+                return JSONResponse({"ready": True})
+            return JSONResponse({"ready": False, "error": "the server is not ready (starting or draining)"}, 503)
         return await Call("ServerReady", self.budget_s, v2=True).unary(work)
 
     async def server_metadata(self, request: Request) -> Response:
@@ -71,8 +74,13 @@ class V2Routes:
 
         async def work() -> Response:
             ready = (await self.call["ModelReady"](v2.ModelReadyRequest(name=name, version=version))).ready
-            loaded = ready or (self.servicer.host.draining and name in self.servicer.host.repo.models)
-            return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503 if loaded else 404)
+            if ready:
+                return JSONResponse({"name": name, "ready": True})
+            # Not ready is an error like any other non-200 reply: it says why.
+            if self.servicer.host.draining and name in self.servicer.host.repo.models:
+                return JSONResponse({"name": name, "ready": False, "error": "the server is draining"}, 503)
+            which = f"version {version} of model {name!r}" if version else f"model {name!r}"
+            return JSONResponse({"name": name, "ready": False, "error": f"{which} is not loaded"}, 404)
         return await Call("ModelReady", self.budget_s, v2=True).unary(work)
 
     async def model_config(self, request: Request) -> Response:

@@ -61,3 +61,14 @@ def test_errors_carry_the_status_and_the_field(triton):
     assert e["bad_temperature"]["status"] == "400" and "temperature" in e["bad_temperature"]["message"]
     assert e["unknown_parameter"]["status"] == "400" and "tempature" in e["unknown_parameter"]["message"]
     assert e["unsupported_route"]["status"] in ("404", "405")
+
+
+def test_a_model_that_is_not_ready_says_why(server):
+    """A 404 readiness reply is an error like the others: JSON with an `error` naming the model and version."""
+    from tests.support.http_client import call
+
+    status, headers, reply = call(server.http, "GET", "/v2/models/tiny-lstm/versions/999999999999/ready")
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert reply == {"name": "tiny-lstm", "ready": False, "error": "version 999999999999 of model 'tiny-lstm' is not loaded"}
+    status, _, reply = call(server.http, "GET", "/v2/models/tiny-lstm/ready")
+    assert status == 200 and reply == {"name": "tiny-lstm", "ready": True}

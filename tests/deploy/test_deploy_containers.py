@@ -58,7 +58,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "CONTAINERS_CONF": str(DEPLOY / "podman-containers.conf"), "BUILDAH_FORMAT": "docker",
             "BASE_IMAGE": "localhost/rnnserve-base:bookworm", "NGINX_IMAGE": "localhost/rnnserve-nginx:bookworm",
             "PROMETHEUS_IMAGE": "localhost/rnnserve-prometheus:bookworm", "TAG": "ci", "BIND_ADDR": "127.0.0.1",
-            "MODELS_DIR": str(models), "DATA_DIR": str(DATA)}
+            "MODELS_DIR": str(models), "DATA_DIR": str(DATA),
+            # the tests read a replica's counters right after their requests: no cached rendering, no rate limit
+            "RNNSERVE_METRICS_CACHE_S": "0", "RNNSERVE_METRICS_MAX_PER_S": "1000"}
 
 
 def compose(env: dict, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -232,7 +234,7 @@ def test_models_baked_in_by_build_argument(env, images):
                    "python -m service --port 50099 --metrics-port -1 & "
                    "for i in $(seq 100); do python /app/grpc_health_probe.py --addr 127.0.0.1:50099 >/dev/null && break; "
                    "sleep 0.3; done; python -m service.client --target 127.0.0.1:50099 models", timeout=120)
-        served = sorted(json.loads(line)["name"] for line in r.stdout.splitlines() if line.startswith("{"))
+        served = sorted({json.loads(line)["name"] for line in r.stdout.splitlines() if line.startswith("{")})
         assert served == sorted(set(bundled)), r.stdout + r.stderr
     finally:
         podman(env, "rmi", image, check=False)

@@ -76,8 +76,10 @@ class TrainConfig:
     max_steps: int = 2000
     time_budget_min: float = 0.0  # > 0: stop after this many minutes, LR decay following the clock
     #   (how "best loss within N minutes" is measured); runs are then not bit-reproducible. 0 = steps only.
-    time_budget_clock: str = "wall"  # "wall", or "cpu": a minute = `threads` CPU-minutes of this process,
+    time_budget_clock: str = "wall"  # "wall", or "cpu": a minute = `budget_cores` CPU-minutes of this process,
     #   the same work whether or not other processes share the cores
+    budget_cores: int = 0  # cores a budget minute is counted for on the "cpu" clock; 0 = `threads`. A recipe whose
+    #   kernels keep one core busy (bfloat16 LSTMs) runs 1 thread and still counts "N minutes of 2 cores" as 2N CPU-minutes
     eval_interval: int = 250
     eval_batch_size: int = 64
     log_interval: int = 10
@@ -178,6 +180,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{key} must be positive")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.budget_cores < 0:
+        raise ValueError(f"budget_cores must be 0 (= threads) or positive, got {cfg.budget_cores}")
     if cfg.time_budget_clock not in ("wall", "cpu"):
         raise ValueError(f"time_budget_clock must be 'wall' or 'cpu', got {cfg.time_budget_clock!r}")
     if cfg.time_budget_min < 0:

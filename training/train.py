@@ -55,6 +55,9 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
         torch.set_rng_state(ckpt["torch_rng"])
         step, prior_s, seen, metrics = ckpt["step"], ckpt["elapsed_s"], ckpt["seen"], ckpt["metrics"]
         prior_cpu = ckpt["cpu_s"]
+    # The lowest validation loss so far; its checkpoint is kept as best.pt beside last.pt (a run that overfits
+    # late can then be exported from its best evaluation: `training export runs/NAME/best.pt`).
+    best_loss = ckpt.get("best_loss", math.inf) if ckpt is not None else math.inf
     net = world.wrap(model)  # what the forward runs through; `model` is what is evaluated and saved
     out_dir = Path(cfg.out_dir)
     log = None
@@ -77,16 +80,20 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
         return prior_cpu + time.process_time() - cpu_start
 
     def budget_used() -> float:
-        """Minutes of the time budget spent. On the "cpu" clock a minute is `threads` CPU-minutes of this
-        process, so a budget means the same work on a machine shared with other processes. Ranks use rank 0's
-        (World.agree)."""
-        return elapsed() / 60 if cfg.time_budget_clock == "wall" else cpu_seconds() / 60 / cfg.threads
+        """Minutes of the time budget spent. On the "cpu" clock a minute is `budget_cores` (default: `threads`)
+        CPU-minutes of this process, so a budget means the same work on a machine shared with other processes.
+        Ranks use rank 0's (World.agree)."""
+        return elapsed() / 60 if cfg.time_budget_clock == "wall" else cpu_seconds() / 60 / (cfg.budget_cores or cfg.threads)
 
-    def checkpoint() -> dict[str, Any]:
-        c = {"config": asdict(cfg), "model_derived": task.derived, "tokenizer": task.tok.to_dict(),
+    def snapshot() -> dict[str, Any]:
+        """Everything an exact resume needs, as of this step."""
+        return {"config": asdict(cfg), "model_derived": task.derived, "tokenizer": task.tok.to_dict(),
              "model": model.state_dict(), "optimizer": opt.state_dict(), "task": task.state_dict(),
              "torch_rng": torch.get_rng_state(), "step": step, "elapsed_s": elapsed(), "cpu_s": cpu_seconds(), "seen": seen,
-             "metrics": metrics, "data": task.data_info, "torch_version": str(torch.__version__)}
+             "metrics": metrics, "best_loss": best_loss, "data": task.data_info, "torch_version": str(torch.__version__)}
+
+    def checkpoint() -> dict[str, Any]:
+        c = snapshot()
         if world.is_main:
             save_checkpoint(out_dir / "last.pt", c)
         return c
@@ -139,6 +146,9 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
             shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
             bar.write(f"step {step}: {shown} ({elapsed() / 60:.1f} min)")
             write({"step": step, "elapsed_s": elapsed(), "budget_min": used, **metrics})
+            if metrics.get("val_loss", math.inf) < best_loss:
+                best_loss = metrics["val_loss"]
+                save_checkpoint(out_dir / "best.pt", snapshot())
         if log is not None:
             log.flush()
         if world.is_main and cfg.sample_interval and step % cfg.sample_interval == 0 and task.unit == "char":

@@ -134,3 +134,28 @@ def test_time_budget_stops_the_run_and_decays_the_lr_to_its_floor(tmp_path, cloc
     assert log[-1]["budget_min"] >= 0.02 and log[-2]["budget_min"] < 0.02 + 0.01
     lrs = [r["lr"] for r in log if "lr" in r]
     assert lrs[-1] < 0.2 * max(lrs)  # cosine decay followed the clock down towards min_lr_ratio * lr
+
+
+def test_best_checkpoint_holds_the_lowest_validation_loss(tmp_path):
+    """A run that overfits late can be exported from its best evaluation: best.pt is the step whose
+    validation loss was the lowest, with everything a resume needs."""
+    train(_cfg(tmp_path, "--max_steps=12", "--eval_interval=3", "--optim.lr=0.05"), progress=False)
+    evals = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "val_loss" in r]
+    assert len(evals) == 4
+    lowest = min(evals, key=lambda r: r["val_loss"])
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["step"] == lowest["step"] and best["best_loss"] == lowest["val_loss"]
+    assert best["metrics"]["val_loss"] == lowest["val_loss"] and "optimizer" in best
+
+
+def test_a_cpu_budget_counts_budget_cores_not_threads(tmp_path, monkeypatch):
+    """One thread with budget_cores 2: a budget minute is 2 CPU-minutes, as "N minutes of 2 cores" says,
+    so the same budget runs twice the steps it runs when a minute is one CPU-minute."""
+    steps = {}
+    for cores in (1, 2):
+        cpu = itertools.count(0, 3.0)  # every reading of the CPU clock is 3 s later: a clock the test controls
+        monkeypatch.setattr(time, "process_time", lambda cpu=cpu: next(cpu))
+        ckpt = train(_cfg(tmp_path / str(cores), "--max_steps=1000000", "--time_budget_min=2", "--time_budget_clock=cpu",
+                          f"--budget_cores={cores}"), progress=False)
+        steps[cores] = ckpt["step"]
+    assert 1.8 < steps[2] / steps[1] < 2.2, steps

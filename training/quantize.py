@@ -1,9 +1,10 @@
 """Quantize an artifact's graph to int8 weights, verify it like an export, and gate it on validation quality.
 
 Two methods (METHODS):
-- "static" (LSTM char LMs, the default for them): training/int8_lstm.py rebuilds the graph with the cell as
-  int8 MatMuls and fixed activation scales, so every row of a batch is computed on its own: prefill ==
-  steps and a seeded stream's text is the same alone and batched, as with fp32; both are required.
+- "static" (LSTM and GRU char LMs, the default for them): training/int8_lstm.py and int8_gru.py rebuild the
+  graph with the cell as int8 MatMuls and fixed activation scales (training/int8_graph.py), so every row of a
+  batch is computed on its own: prefill == steps and a seeded stream's text is the same alone and batched,
+  as with fp32; both are required.
 - "dynamic" (any graph, the default for the others): ONNX Runtime's quantize_dynamic turns the LSTM nodes
   into DynamicQuantizeLSTM and the projections into MatMulInteger. Activation scales are computed per
   call over the whole input tensor, so one row's result depends on the others: the checks require
@@ -31,7 +32,7 @@ from service import artifact
 from service.artifact import Meta
 from service.artifact.tokenizer import Tokenizer
 from service.models.runners import make_session
-from training import int8_lstm, ort_eval
+from training import int8_gru, int8_lstm, ort_eval
 
 LM_LOSS_GATE = 0.01  # nats/char the int8 graph may lose against fp32 on the validation characters
 ACCURACY_GATE = 0.005  # accuracy (0.5 point) the int8 classifier may lose
@@ -53,21 +54,24 @@ def dynamic_int8(src: Path, dst: Path) -> None:
 
 
 def static_int8(src: Path, dst: Path) -> None:
-    """The LSTM char LM rebuilt with int8 MatMuls and fixed activation scales (training/int8_lstm.py)."""
-    onnx.save(int8_lstm.build(onnx.load(str(src))), str(dst))
+    """The char LM rebuilt with int8 MatMuls and fixed activation scales, by the builder of its graph's cell."""
+    model = onnx.load(str(src))
+    ops = {n.op_type for n in model.graph.node}
+    build = int8_gru.build if "GRU" in ops else int8_lstm.build  # int8_lstm refuses a graph without LSTM nodes
+    onnx.save(build(model), str(dst))
 
 
 # name -> (quantizer, what meta.json records as the method, whether rows of a batch are computed independently)
 METHODS: dict[str, tuple[Quantizer, str, bool]] = {
     "static": (static_int8, "int8 MatMulIntegerToFloat cell, per-channel 7-bit weights, fixed activation scale "
-                            "(training/int8_lstm.py)", True),
+                            "(training/int8_graph.py)", True),
     "dynamic": (dynamic_int8, "onnxruntime quantize_dynamic, QInt8 weights", False),
 }
 
 
 def default_method(meta: Meta) -> str:
-    """static where it applies (LSTM char LMs: seeded text stays batch-independent), else dynamic."""
-    return "static" if meta.kind == "char_lm" and meta.cell == "lstm" else "dynamic"
+    """static where it applies (LSTM and GRU char LMs: seeded text stays batch-independent), else dynamic."""
+    return "static" if meta.kind == "char_lm" and meta.cell in ("lstm", "gru") else "dynamic"
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from service.models.repository import Repository, load_model
 from service.models.runners import make_session
 from tests.support.data import ROOT
 from tests.support.harness import Running, pb, settings
-from training.int8_lstm import UnsupportedGraphError
+from training.int8_graph import UnsupportedGraphError
 from training.quantize import QuantizationError, dynamic_int8, quantize_artifact, static_int8, verify_lm
 
 
@@ -29,7 +29,7 @@ def _copy_v1(model_repo: Path, name: str, tmp_path: Path) -> Path:
     return src
 
 
-@pytest.mark.parametrize("name", ["tiny-lstm", "tiny-sentiment"])
+@pytest.mark.parametrize("name", ["tiny-lstm", "tiny-gru", "tiny-sentiment"])
 def test_quantize_writes_an_int8_version_that_loads_and_becomes_latest(model_repo, tmp_path, name):
     src = _copy_v1(model_repo, name, tmp_path)
     meta = quantize_artifact(src, src.parent / "2")
@@ -38,8 +38,8 @@ def test_quantize_writes_an_int8_version_that_loads_and_becomes_latest(model_rep
     assert q["gate"]["int8"] is not None and q["gate"]["fp32"] is not None
     assert set(q["speed_1_thread"]) == {"fp32", "int8"}
     ops = {n.op_type for n in onnx.load(str(src.parent / "2" / MODEL_FILE)).graph.node}
-    if name == "tiny-lstm":  # static by default: the cell as int8 MatMuls, no LSTM node; seeded text batch-independent
-        assert q["method"] == "static" and "MatMulIntegerToFloat" in ops and "LSTM" not in ops
+    if name != "tiny-sentiment":  # static by default: the cell as int8 MatMuls, no LSTM/GRU node; seeded text batch-independent
+        assert q["method"] == "static" and "MatMulIntegerToFloat" in ops and not {"LSTM", "GRU"} & ops
         assert q["seeded_text_batch_independent"] and q["checks"]["prefill_vs_steps_max_prob_diff"] == 0
     else:
         assert q["method"] == "dynamic" and "MatMulInteger" in ops
@@ -65,9 +65,11 @@ def _damaged_static(src: Path, dst: Path) -> None:
     _damaged(src, dst, static_int8)
 
 
-# The tiny test classifier is near chance, where no damage shows; the bundled one (83%) falls to chance.
+# The tiny test classifier is near chance and the tiny GRU near the unigram distribution, where no damage shows;
+# the bundled ones (83%, 1.48 nats/char) fall apart.
 @pytest.mark.parametrize("repo, name, method, damage", [(None, "tiny-lstm", "dynamic", _damaged),
                                                         (None, "tiny-lstm", "static", _damaged_static),
+                                                        (ROOT / "models", "shakespeare-gru", "static", _damaged_static),
                                                         (ROOT / "models", "sst2-bilstm", "dynamic", _damaged)])
 def test_a_graph_that_fails_the_quality_gate_is_refused_with_the_figures(model_repo, tmp_path, repo, name, method,
                                                                           damage):
@@ -95,45 +97,58 @@ def test_quantize_command_runs_without_torch(model_repo, tmp_path):
     assert Meta.load(src / META_FILE).precision == "fp32"
 
 
-def _state(n_layer: int, batch: int, hidden: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    return {k: rng.uniform(-0.9, 0.9, (n_layer, batch, hidden)).astype(np.float32) for k in ("h0", "c0")}
+def _state(meta: Meta, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A random state inside what the graph can produce: h in (-1, 1) (and an LSTM's c, here)."""
+    return {s.input: rng.uniform(-0.9, 0.9, (s.n_layer, batch, s.hidden_size)).astype(np.float32) for s in meta.state}
 
 
-@pytest.mark.parametrize("write, independent", [(static_int8, True), (dynamic_int8, False)])
-def test_static_int8_rows_are_computed_alone_and_dynamic_ones_are_not(model_repo, tmp_path, write, independent):
+@pytest.mark.parametrize("name, write, independent", [("shakespeare-lstm", static_int8, True),
+                                                      ("shakespeare-gru", static_int8, True),
+                                                      ("shakespeare-lstm", dynamic_int8, False)])
+def test_static_int8_rows_are_computed_alone_and_dynamic_ones_are_not(tmp_path, name, write, independent):
     """Each row of a batch gives bit for bit what it gives alone (the service's seeded-text promise), for the static
     graph; the dynamic graph's per-call activation scale couples the rows, which is why it is not the default."""
-    src = ROOT / "models" / "shakespeare-lstm" / "1"
+    src = ROOT / "models" / name / "1"
     write(src / MODEL_FILE, tmp_path / MODEL_FILE)
-    sess, rng = make_session(tmp_path / MODEL_FILE, 1, 1), np.random.default_rng(0)
-    tokens, state = rng.integers(0, 66, (5, 9)), _state(2, 5, 384, rng)
+    sess, rng, meta = make_session(tmp_path / MODEL_FILE, 1, 1), np.random.default_rng(0), Meta.load(src / META_FILE)
+    tokens, state = rng.integers(0, 66, (5, 9)), _state(meta, 5, rng)
     batched = sess.run(None, {TOKENS: tokens, **state})
     alone = [sess.run(None, {TOKENS: tokens[i : i + 1], **{k: v[:, i : i + 1] for k, v in state.items()}})
              for i in range(5)]
-    same = all(np.array_equal(batched[0][i], alone[i][0][0]) and np.array_equal(batched[1][:, i], alone[i][1][:, 0])
+    same = all(np.array_equal(batched[0][i], alone[i][0][0])
+               and all(np.array_equal(b[:, i], a[:, 0]) for b, a in zip(batched[1:], alone[i][1:], strict=True))
                for i in range(5))
     assert same is independent
 
 
-def test_static_int8_follows_fp32_and_seeded_text_is_batch_independent(tmp_path):
-    src = ROOT / "models" / "shakespeare-lstm" / "1"
+@pytest.mark.parametrize("name", ["shakespeare-lstm", "shakespeare-gru"])
+def test_static_int8_follows_fp32_and_seeded_text_is_batch_independent(tmp_path, name):
+    src = ROOT / "models" / name / "1"
+    meta = Meta.load(src / META_FILE)
     static_int8(src / MODEL_FILE, tmp_path / MODEL_FILE)
     fp32, int8 = make_session(src / MODEL_FILE, 1, 1), make_session(tmp_path / MODEL_FILE, 1, 1)
     rng = np.random.default_rng(1)
-    feed = {TOKENS: rng.integers(0, 66, (3, 40)), **_state(2, 3, 384, rng)}
+    feed = {TOKENS: rng.integers(0, 66, (3, 40)), **_state(meta, 3, rng)}
     (a, *sa), (b, *sb) = fp32.run(None, feed), int8.run(None, feed)
     probs = [np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
              for z in (a, b)]
-    # int8 error (mean 0.0004, hn 0.005, cn 0.016 here), not a wrong gate order or a lost bias (a wrong graph: ~0.02)
+    # int8 error (LSTM: mean 0.0004, hn 0.005, cn 0.016 here; GRU: 0.0002, hn 0.005), not a wrong gate order or a
+    # lost bias (a wrong graph: ~0.02)
     assert np.abs(probs[0] - probs[1]).mean() < 0.002 and (probs[0].argmax(-1) == probs[1].argmax(-1)).mean() > 0.95
     assert all(np.abs(x - y).mean() < 0.05 for x, y in zip(sa, sb, strict=True))
-    checks = verify_lm(int8, Meta.load(src / META_FILE))
+    checks = verify_lm(int8, meta)
     assert checks["seeded_text_same_alone_and_batched"] and checks["prefill_vs_steps_max_prob_diff"] == 0
 
 
 def test_static_quantization_of_a_graph_it_does_not_know_is_refused(model_repo, tmp_path):
+    """A GRU whose reset gate applies before the recurrent projection (linear_before_reset = 0, not what torch
+    exports) computes another function: the builder refuses it rather than write the wrong graph."""
     src = _copy_v1(model_repo, "tiny-gru", tmp_path)
-    with pytest.raises(UnsupportedGraphError, match="LSTM"):
+    model = onnx.load(str(src / MODEL_FILE))
+    for node in (n for n in model.graph.node if n.op_type == "GRU"):
+        next(a for a in node.attribute if a.name == "linear_before_reset").i = 0
+    onnx.save(model, str(src / MODEL_FILE))
+    with pytest.raises(UnsupportedGraphError, match="linear_before_reset"):
         quantize_artifact(src, src.parent / "2", "static")
     assert not (src.parent / "2" / MODEL_FILE).exists()
 

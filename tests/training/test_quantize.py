@@ -15,10 +15,12 @@ import pytest
 from onnx import numpy_helper
 
 from service.artifact import META_FILE, MODEL_FILE, TOKENS, Meta
+from service.artifact.corpus import DataError
 from service.models.repository import Repository, load_model
 from service.models.runners import make_session
 from tests.support.data import ROOT
 from tests.support.harness import Running, pb, settings
+from training import pycorpus
 from training.int8_graph import UnsupportedGraphError
 from training.quantize import QuantizationError, dynamic_int8, quantize_artifact, static_int8, verify_lm
 
@@ -150,6 +152,31 @@ def test_static_quantization_of_a_graph_it_does_not_know_is_refused(model_repo, 
     onnx.save(model, str(src / MODEL_FILE))
     with pytest.raises(UnsupportedGraphError, match="linear_before_reset"):
         quantize_artifact(src, src.parent / "2", "static")
+    assert not (src.parent / "2" / MODEL_FILE).exists()
+
+
+def test_quantize_builds_the_generated_code_corpus_its_gate_scores(tmp_path):
+    """python-lstm's validation text is this machine's standard library, gathered at run time and never committed:
+    a checkout without it still quantizes (the corpus is rebuilt and matches the sha256 meta.json recorded)."""
+    src = tmp_path / "models" / "python-lstm" / "1"
+    shutil.copytree(ROOT / "models" / "python-lstm" / "1", src)
+    meta = quantize_artifact(src, src.parent / "2", data_root=tmp_path)
+    assert (tmp_path / pycorpus.CORPUS).is_file()
+    gate = meta.evaluation["quantization"]["gate"]
+    assert gate["val_chars"] == 30_000 and gate["int8"] - gate["fp32"] <= 0.01
+
+
+def test_a_rebuilt_code_corpus_that_differs_is_refused_saying_why(tmp_path, monkeypatch):
+    src = tmp_path / "models" / "python-lstm" / "1"
+    shutil.copytree(ROOT / "models" / "python-lstm" / "1", src)
+
+    def another_python(out: Path) -> None:  # what another Python's standard library would give: other bytes
+        out.parent.mkdir(parents=True)
+        out.write_text("import os\n")
+
+    monkeypatch.setattr(pycorpus, "build", another_python)
+    with pytest.raises(DataError, match="rebuilt from this machine's Python standard library"):
+        quantize_artifact(src, src.parent / "2", data_root=tmp_path)
     assert not (src.parent / "2" / MODEL_FILE).exists()
 
 

@@ -180,6 +180,16 @@ def test_a_rebuilt_code_corpus_that_differs_is_refused_saying_why(tmp_path, monk
     assert not (src.parent / "2" / MODEL_FILE).exists()
 
 
+@pytest.mark.parametrize("name", ["shakespeare-lstm", "shakespeare-gru", "python-lstm"])
+def test_bundled_static_int8_versions_passed_and_are_served_by_default(tmp_path, name):
+    shutil.copytree(ROOT / "models" / name, tmp_path / name)
+    repo = Repository.load(tmp_path)
+    q = repo.get(name).meta.evaluation["quantization"]
+    assert repo.get(name).version == 2 and repo.get(name).meta.precision == "int8" and repo.trace_version(name) == 1
+    assert q["method"] == "static" and q["seeded_text_batch_independent"]
+    assert q["checks"]["prefill_vs_steps_max_prob_diff"] == 0 and q["gate"]["int8"] - q["gate"]["fp32"] <= 0.01
+
+
 def test_trace_reads_the_fp32_source_of_an_int8_default_and_refuses_the_int8_version_named(model_repo, tmp_path):
     src = _copy_v1(model_repo, "tiny-lstm", tmp_path)
     quantize_artifact(src, src.parent / "2", "static")

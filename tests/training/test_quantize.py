@@ -39,6 +39,7 @@ def test_quantize_writes_an_int8_version_that_loads_and_becomes_latest(model_rep
     q = meta.evaluation["quantization"]
     assert q["gate"]["int8"] is not None and q["gate"]["fp32"] is not None
     assert set(q["speed_1_thread"]) == {"fp32", "int8"}
+    assert set(meta.runtime) == {"intra_op_num_threads"}  # the fp32 graph's timings are not the int8 graph's
     ops = {n.op_type for n in onnx.load(str(src.parent / "2" / MODEL_FILE)).graph.node}
     if name != "tiny-sentiment":  # static by default: the cell as int8 MatMuls, no LSTM/GRU node; seeded text batch-independent
         assert q["method"] == "static" and "MatMulIntegerToFloat" in ops and not {"LSTM", "GRU"} & ops

@@ -1,11 +1,12 @@
-"""The decode step of an LSTM char LM, fp32 vs dynamic int8 vs static int8, interleaved in one process.
+"""The decode step of an LSTM or GRU char LM, fp32 vs dynamic int8 vs static int8, interleaved in one process.
 
-Each of the three graphs is built from the same fp32 artifact (dynamic: ONNX Runtime's quantize_dynamic;
-static: training/int8_lstm.py) and timed in rounds that alternate between them, so a busy machine slows
-all three alike; the figure is the median over rounds of a round's mean step time. Prints one JSON object:
-per thread count and batch size, each graph's microseconds per step and chars/s, and the ratios to fp32.
-With one intra-op thread ONNX Runtime runs every kernel on the calling thread, so the thread's CPU time
-(cpu_us_per_step) is the step's own work even on a busy machine, where wall time also counts the waits.
+Each of the three graphs is built from the same fp32 artifact (dynamic: ONNX Runtime's quantize_dynamic, which
+has no int8 GRU op and so quantizes only a GRU's head; static: training/int8_lstm.py or int8_gru.py) and
+timed in rounds that alternate between them, so a busy machine slows all three alike; the figure is the
+median over rounds of a round's mean step time. Prints one JSON object: per thread count and batch size, each
+graph's microseconds per step and chars/s, and the ratios to fp32. With one intra-op thread ONNX Runtime runs
+every kernel on the calling thread, so the thread's CPU time (cpu_us_per_step) is the step's own work even on
+a busy machine, where wall time also counts the waits.
 
     python -m bench.int8_step models/shakespeare-lstm/1 [--rounds 15 --calls 50 --threads 1,2 --batches 1,64]
 """
@@ -70,7 +71,7 @@ def measure(src: Path, threads: list[int], batches: list[int], rounds: int, call
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("artifact", type=Path, help="an fp32 LSTM char LM, e.g. models/shakespeare-lstm/1")
+    p.add_argument("artifact", type=Path, help="an fp32 LSTM or GRU char LM, e.g. models/shakespeare-gru/1")
     p.add_argument("--threads", default="1,2", help="intra-op thread counts, comma-separated")
     p.add_argument("--batches", default="1,64", help="batch sizes, comma-separated")
     p.add_argument("--rounds", type=int, default=15, help="alternating rounds; the figure is their median")

@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("out_dir", help="the new version directory, e.g. models/NAME/2")
     for parser in (x, q):
         parser.add_argument("--method", choices=["static", "dynamic"],
-                            help="static: the LSTM char LM's cell as int8 MatMuls with fixed activation scales, seeded "
-                                 "text batch-independent (default for LSTM char LMs); dynamic: onnxruntime "
+                            help="static: the cell of an LSTM or GRU char LM or an LSTM classifier as int8 MatMuls with "
+                                 "fixed activation scales, rows batch-independent (default for them); dynamic: onnxruntime "
                                  "quantize_dynamic, any graph, activation scales per call (default for the others)")
     k = sub.add_parser("code-corpus", help="gather the Python standard library's source into one corpus file")
     k.add_argument("out", help="e.g. runs/data/python-stdlib.txt (never committed)")

@@ -16,6 +16,7 @@ from service import artifact
 from service.artifact import Meta
 from service.artifact.corpus import DataError, read_sentences, read_text
 from service.artifact.tokenizer import Tokenizer
+from training import pycorpus
 
 LM_EVAL_CHARS = 30_000  # validation characters scored per graph: the gate's noise is far below its 0.01 nats
 LM_ROWS, LM_WINDOW = 32, 128  # contiguous rows of the text, fed WINDOW characters per call with the state carried
@@ -27,8 +28,11 @@ def _val_file(meta: Meta, root: Path) -> Path:
     if "path" not in val:
         raise DataError("meta.json data.val names no validation file: the quality gate has nothing to score")
     path = Path(val["path"]) if Path(val["path"]).is_absolute() else root / val["path"]
+    built = pycorpus.provide(path, val["path"])
     if (want := val.get("sha256")) and hashlib.sha256(Path(path).read_bytes()).hexdigest() != want:
-        raise DataError(f"{path}: sha256 differs from meta.json data.val.sha256; not the data the model was validated on")
+        how = " (rebuilt from this machine's Python standard library: another Python's differs)" if built else ""
+        raise DataError(f"{path}: sha256 differs from meta.json data.val.sha256{how}; not the data the model was "
+                        "validated on")
     return path
 
 

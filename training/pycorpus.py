@@ -13,6 +13,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+CORPUS = "runs/data/python-stdlib.txt"  # where make and the recipes put it, relative to the repository root
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "encodings", "__pycache__", "lib2to3"}
 SEPARATOR = "\n\n"
 
@@ -48,3 +49,16 @@ def build(out: str | Path, max_chars: int = 4_000_000, root: Path | None = None)
                 "sha256": hashlib.sha256(corpus.encode()).hexdigest(), "first": used[0], "last": used[-1]}
     out.with_suffix(out.suffix + ".json").write_text(json.dumps({**manifest, "paths": used}, indent=1) + "\n")
     return manifest
+
+
+def provide(path: Path, named: str) -> bool:
+    """Build the code corpus at path if meta.json names it (`named` is CORPUS) and it is missing; whether it was built.
+
+    A model trained on it records its path and sha256 like any data set's, but a fresh checkout has no corpus
+    until make builds it; scoring such a model (the int8 quality gate) rebuilds it here instead. The same
+    Python gives the same bytes; the caller checks them against the recorded sha256.
+    """
+    if path.exists() or Path(named) != Path(CORPUS):
+        return False
+    build(path)
+    return True

@@ -1,9 +1,11 @@
 """Quantize an artifact's graph to int8 weights, verify it like an export, and gate it on validation quality.
 
 Two methods (METHODS):
-- "static" (LSTM char LMs, the default for them): training/int8_lstm.py rebuilds the graph with the cell as
-  int8 MatMuls and fixed activation scales, so every row of a batch is computed on its own: prefill ==
-  steps and a seeded stream's text is the same alone and batched, as with fp32; both are required.
+- "static" (LSTM and GRU char LMs and LSTM classifiers, the default for them): training/int8_lstm.py and
+  int8_gru.py rebuild a char LM's graph, int8_classifier.py a classifier's LSTM nodes, with the cell as int8
+  MatMuls and fixed activation scales (training/int8_graph.py), so every row of a batch is computed on its
+  own. Required: a char LM's prefill == steps and a seeded stream's text the same alone and batched, as with
+  fp32; a classifier's rows padded and batched give what they give alone (ROW_TOL, float summation order).
 - "dynamic" (any graph, the default for the others): ONNX Runtime's quantize_dynamic turns the LSTM nodes
   into DynamicQuantizeLSTM and the projections into MatMulInteger. Activation scales are computed per
   call over the whole input tensor, so one row's result depends on the others: the checks require
@@ -31,13 +33,16 @@ from service import artifact
 from service.artifact import Meta
 from service.artifact.tokenizer import Tokenizer
 from service.models.runners import make_session
-from training import int8_lstm, ort_eval
+from training import int8_classifier, int8_gru, int8_lstm, ort_eval
 
 LM_LOSS_GATE = 0.01  # nats/char the int8 graph may lose against fp32 on the validation characters
 ACCURACY_GATE = 0.005  # accuracy (0.5 point) the int8 classifier may lose
 # Max difference of next-token probabilities, prefill vs steps and padded vs alone: activation scales follow
 # the call's tensor, so these differ by ~0.01-0.03 on the bundled LMs (fp32: exactly 0).
 QUANT_PROB_TOL = 0.05
+# The same for a static classifier, whose rows are computed alone: only the order of the pooling's float sums
+# changes with the padding (the fp32 graph's own difference: ~2e-8).
+ROW_TOL = 1e-6
 SAMPLED_CHARS = 200  # characters each seeded stream writes in the batch-invariance check
 
 Quantizer = Callable[[Path, Path], None]
@@ -53,21 +58,27 @@ def dynamic_int8(src: Path, dst: Path) -> None:
 
 
 def static_int8(src: Path, dst: Path) -> None:
-    """The LSTM char LM rebuilt with int8 MatMuls and fixed activation scales (training/int8_lstm.py)."""
-    onnx.save(int8_lstm.build(onnx.load(str(src))), str(dst))
+    """The graph rebuilt with int8 MatMuls and fixed activation scales, by the builder of its kind and cell."""
+    model = onnx.load(str(src))
+    if artifact.LENGTHS in {i.name for i in model.graph.input}:
+        build = int8_classifier.build
+    else:  # int8_lstm refuses a graph without LSTM nodes
+        build = int8_gru.build if any(n.op_type == "GRU" for n in model.graph.node) else int8_lstm.build
+    onnx.save(build(model), str(dst))
 
 
 # name -> (quantizer, what meta.json records as the method, whether rows of a batch are computed independently)
 METHODS: dict[str, tuple[Quantizer, str, bool]] = {
     "static": (static_int8, "int8 MatMulIntegerToFloat cell, per-channel 7-bit weights, fixed activation scale "
-                            "(training/int8_lstm.py)", True),
+                            "(training/int8_graph.py)", True),
     "dynamic": (dynamic_int8, "onnxruntime quantize_dynamic, QInt8 weights", False),
 }
 
 
 def default_method(meta: Meta) -> str:
-    """static where it applies (LSTM char LMs: seeded text stays batch-independent), else dynamic."""
-    return "static" if meta.kind == "char_lm" and meta.cell == "lstm" else "dynamic"
+    """static where it applies (LSTM and GRU char LMs, LSTM classifiers: rows stay batch-independent), else dynamic."""
+    static = (meta.kind == "char_lm" and meta.cell in ("lstm", "gru")) or (meta.kind == "classifier" and meta.cell == "lstm")
+    return "static" if static else "dynamic"
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -222,6 +233,9 @@ def quantize_artifact(src_dir: str | Path, out_dir: str | Path, method: str | No
         else:
             assert tok.pad_id is not None, "a classifier's tokenizer has a pad id (checked at load)"
             checks = verify_classifier(int8, meta, tok.pad_id)
+            if rows_independent and checks["padded_vs_alone_max_prob_diff"] > ROW_TOL:
+                raise QuantizationError(f"a {method} graph must give each row what it gives alone (within {ROW_TOL}); "
+                                        f"it did not: {checks}")
         quality = _quality(fp32, int8, meta, tok, Path(data_root))
         meta.precision = "int8"
         meta.evaluation = {**meta.evaluation, "quantization": {
@@ -230,6 +244,9 @@ def quantize_artifact(src_dir: str | Path, out_dir: str | Path, method: str | No
         if meta.kind == "char_lm":  # what the repository reads to choose the version served by default
             meta.evaluation["quantization"]["seeded_text_batch_independent"] = checks["seeded_text_same_alone_and_batched"]
         meta.versions = {**meta.versions, "onnxruntime": ort.__version__}
+        # The fp32 graph's timings describe another graph: only its thread count stays, as the default until the
+        # int8 graph's own are measured (bench.int8_step) and recorded.
+        meta.runtime = {k: v for k, v in meta.runtime.items() if k == "intra_op_num_threads"}
         meta.description = f"int8 of version {src_dir.name}: {meta.description}".strip(": ")
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(src_dir / artifact.TOKENIZER_FILE, Path(tmp) / artifact.TOKENIZER_FILE)

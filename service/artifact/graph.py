@@ -7,7 +7,7 @@ from google.protobuf.message import DecodeError, Message
 
 # DynamicQuantizeLSTM: ONNX Runtime's int8-weight LSTM (an int8 artifact, training/quantize.py).
 _RECURRENT = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "DynamicQuantizeLSTM": "lstm"}
-# Model metadata naming the cell a graph computes with plain ops (the static int8 LSTM of training/int8_lstm.py,
+# Model metadata naming the cell a graph computes with plain ops (the static int8 graphs of training/int8_graph.py,
 # a captioner's one-step LSTMCell decoder), which has no recurrent node to recognise it by.
 UNROLLED_CELL_KEY = "rnnserve.unrolled_cell"
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from service import artifact
 from service.artifact import Meta, graph
+from service.artifact.session import make_session
 from service.artifact.tokenizer import Tokenizer
 from service.engine.encdec import Memory
 
@@ -20,23 +21,6 @@ from service.engine.encdec import Memory
 # off left 152 MB held by malloc). Decode steps (T = 1) do not use it: their size is bounded by max_streams.
 SHRINK = ort.RunOptions()
 SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-
-def make_session(model: Path | bytes, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
-    """A CPU session with explicit thread counts, from a file or (the service's way) from bytes already read.
-
-    Spinning is off: on a few cores, idle intra-op threads that spin steal the CPU the event
-    loop and the decode thread need between calls.
-    """
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = inter_op_threads
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def load_session(path: Path, filename: str, meta: Meta, intra_op_threads: int, inter_op_threads: int,

@@ -1,8 +1,9 @@
 """Continuous batching of Generate streams: one decode thread per model, one ONNX Runtime call per step for all streams.
 
-Each loop iteration (loop.py: drop cancelled streams, admit waiting ones into free slots) runs one
-prefill call for prompts being read (at most prefill_chunk characters, so decoding never stalls
-for long), then one decode step (T = 1) for every stream whose prompt is read. Streams join at
+Each loop iteration (loop.py: drop cancelled streams, admit waiting ones into free slots) reads the
+next part of the prompts being read (at most prefill_chunk characters, so decoding never stalls
+for long; runner.prefill: one call, or one per character where that is faster), then runs one decode
+step (T = 1) for every stream whose prompt is read. Streams join at
 the next step and leave the step they finish. An ordinary step is an ORT call, the sampler and
 three array writes. Stop sequences are stops.py's business, each stream's random draws draws.py's.
 """
@@ -107,7 +108,7 @@ class Scheduler(DecodeLoop[Stream]):
         tokens = np.stack([s.todo[s.pos : s.pos + T] for s in group])  # (B, T)
         state = [np.concatenate(xs, axis=1) for xs in zip(*(s.state for s in group), strict=True)]
         t0 = time.perf_counter()
-        _, state = self.runner.run(tokens, state)
+        state = self.runner.prefill(tokens, state)
         self.m.prefill_call.observe(time.perf_counter() - t0)
         self.m.prefill_batch.observe(len(group))
         joined = []

@@ -44,6 +44,9 @@ class SumRunner:
                 logits[:, t] = self.table[h % (V - 1)]
         return logits, [h.astype(np.float32)[None, :, None]]
 
+    def prefill(self, tokens: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
+        return self.run(tokens, state)[1]
+
 
 def expected(prompt: str, n: int) -> str:
     """What greedy decoding of SumRunner writes after `prompt`."""

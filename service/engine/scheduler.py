@@ -3,7 +3,8 @@
 Each loop iteration (loop.py: drop cancelled streams, admit waiting ones into free slots) reads the
 next part of the prompts being read (at most prefill_chunk characters, so decoding never stalls
 for long; runner.prefill: one call, or one per character where that is faster), then runs one decode
-step (T = 1) for every stream whose prompt is read. Streams join at
+step (T = 1) for every stream whose prompt is read: a prompt read this iteration gets its first
+character from this iteration's step, and that character is sent at once. Streams join at
 the next step and leave the step they finish. An ordinary step is an ORT call, the sampler and
 three array writes. Stop sequences are stops.py's business, each stream's random draws draws.py's.
 """
@@ -176,7 +177,8 @@ class Scheduler(DecodeLoop[Stream]):
         timed = done | (k + 1 - b.unsent >= b.flush_chars) | (now - b.t_sent >= b.flush_s)
         # A row's first characters go out as soon as they exist (time to first text = time to first
         # character); later chunks follow flush_chars/flush_ms, on the row's staggered clock.
-        flush = timed | (b.unsent == b.joined)
+        first = b.unsent == b.joined
+        flush = timed | first
         events = []
         for i in np.flatnonzero(flush).tolist():
             chunk = self._flush(i, k, now, bool(done[i]), int(generated[i]))
@@ -193,7 +195,7 @@ class Scheduler(DecodeLoop[Stream]):
         self.m.chars.inc(self.uncounted)
         self.uncounted = 0
         if events:
-            self._post(events)
+            self._post(events, bool(first.any()))
 
     def _unsent(self, i: int, k: int) -> str:
         b = self.batch

@@ -126,6 +126,27 @@ def test_a_stream_gets_its_first_character_at_once_then_chunks_of_flush_chars():
     run(test)
 
 
+def test_the_first_text_reaches_the_stream_before_the_next_step_without_waiting_for_a_delivery_poll():
+    async def test() -> None:
+        st = Stepper(deliver_ms=3_600_000)  # the event loop's poll for text is an hour away
+        s = st.submit(params("abc", 10))
+        st.scheduler.run_once()  # admit, read the prompt, first decode step: the first character exists
+        for _ in range(10):  # the decode thread's wake-up is a callback on the loop: a few turns of it at most
+            if s.ready.is_set():
+                break
+            await asyncio.sleep(0)
+        assert s.ready.is_set() and s.unsent == [expected("abc", 1)] and s.finished is None
+        s.ready.clear()
+        s.unsent = []
+        for _ in range(8):  # later chunks (flush_chars 4) leave with the next poll, not at once
+            st.scheduler.run_once()
+            await asyncio.sleep(0)
+        assert not s.ready.is_set() and len(st.scheduler.outbox) == 2
+        st.scheduler.deliver()
+        assert "".join(s.unsent) == expected("abc", 9)[1:]
+    run(test)
+
+
 def test_a_prompt_read_in_many_prefill_calls_continues_as_if_read_at_once():
     async def test() -> None:
         prompt = "abcdefghij" * 7

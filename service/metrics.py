@@ -76,8 +76,8 @@ REQUESTS = Counter("rnnserve_requests_total", "Requests by method, final status 
 REQUEST_SECONDS = Histogram("rnnserve_request_duration_seconds", "End-to-end RPC latency, by method.", ["method"],
                             buckets=SECONDS)
 TIME_TO_FIRST_CHAR = Histogram("rnnserve_time_to_first_char_seconds",
-                               "Generate: from the request's arrival to its first character.", ["model", "version"],
-                               buckets=SECONDS)
+                               "Generate: from the request's arrival (its handler starting) to its first character.",
+                               ["model", "version"], buckets=SECONDS)
 INTER_CHAR = WeightedHistogram("rnnserve_inter_char_seconds",
                                "Generate: time between consecutive characters of a stream (one per character).",
                                ["model", "version"], FINE)

@@ -62,9 +62,13 @@ class Scheduler(DecodeLoop[Stream]):
         self.uncounted = 0  # generated characters not yet added to the Prometheus counter
 
     # ---- event-loop side
-    def submit(self, params: GenerateParams) -> Stream:
-        """Start a stream (UNAVAILABLE when stopping, RESOURCE_EXHAUSTED when the queue is full)."""
-        stream = Stream(params)
+    def submit(self, params: GenerateParams, arrival: float | None = None) -> Stream:
+        """Start a stream (UNAVAILABLE when stopping, RESOURCE_EXHAUSTED when the queue is full).
+
+        arrival: when the request's handler began (perf_counter), so that time to first character counts
+        the checks of its fields too; default now.
+        """
+        stream = Stream(params, arrival)
         self._enqueue([stream])
         return stream
 

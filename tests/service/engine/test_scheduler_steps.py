@@ -7,6 +7,7 @@ should get is known in advance (`expected`), whatever the batch around it does.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -73,8 +74,8 @@ class Stepper:
         self.chunks: dict[Stream, list[Chunk]] = {}
         self.readers: dict[Stream, AsyncIterator[Chunk]] = {}
 
-    def submit(self, p: GenerateParams) -> Stream:
-        stream = self.scheduler.submit(p)
+    def submit(self, p: GenerateParams, arrival: float | None = None) -> Stream:
+        stream = self.scheduler.submit(p, arrival)
         self.chunks[stream], self.readers[stream] = [], stream.chunks()
         return stream
 
@@ -144,6 +145,16 @@ def test_the_first_text_reaches_the_stream_before_the_next_step_without_waiting_
         assert not s.ready.is_set() and len(st.scheduler.outbox) == 2
         st.scheduler.deliver()
         assert "".join(s.unsent) == expected("abc", 9)[1:]
+    run(test)
+
+
+def test_time_to_first_character_counts_from_the_arrival_the_handler_gives():
+    async def test() -> None:
+        st = Stepper()
+        s = st.submit(params("abc", 2), time.perf_counter() - 100)  # as if the handler began 100 s ago
+        await st.finish()
+        f = st.chunks[s][-1].finished
+        assert 100 <= f.queue_time_s <= f.time_to_first_char_s <= f.total_time_s < 200
     run(test)
 
 

@@ -22,8 +22,9 @@ import onnx
 
 from service import artifact
 from service.artifact import Meta
+from service.artifact.session import make_session
 from service.artifact.tokenizer import Tokenizer
-from service.models.runners import ClassifierRunner, make_session
+from service.models.runners import ClassifierRunner
 from service.settings import Settings
 from training import int8_classifier, ort_eval
 

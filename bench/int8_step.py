@@ -23,7 +23,7 @@ import numpy as np
 
 from service import artifact
 from service.artifact import Meta
-from service.models.runners import make_session
+from service.artifact.session import make_session
 from training.quantize import dynamic_int8, static_int8
 
 

@@ -18,7 +18,8 @@ RUN --mount=type=bind,source=deploy/wheels/train,target=/wheels \
  && python3 -m venv --without-pip /opt/rnnserve \
  && $pip -r /tmp/requirements/serve.txt -r /tmp/requirements/train.txt
 COPY training /srv/rnnserve/training
-# Training imports nothing from service/ but the artifact contract (meta, tokenizers, sampling, graph reading): not the server.
+# Training imports nothing from service/ but the artifact contract (meta, tokenizers, sampling, graph reading, the ONNX
+# Runtime session a graph is served in): not the server (tests/training/test_boundary.py).
 COPY service/__init__.py /srv/rnnserve/service/__init__.py
 COPY service/artifact /srv/rnnserve/service/artifact
 COPY recipes /srv/rnnserve/recipes

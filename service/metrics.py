@@ -76,8 +76,8 @@ REQUESTS = Counter("rnnserve_requests_total", "Requests by method, final status 
 REQUEST_SECONDS = Histogram("rnnserve_request_duration_seconds", "End-to-end RPC latency, by method.", ["method"],
                             buckets=SECONDS)
 TIME_TO_FIRST_CHAR = Histogram("rnnserve_time_to_first_char_seconds",
-                               "Generate: from the request's arrival to its first character.", ["model", "version"],
-                               buckets=SECONDS)
+                               "Generate: from the request's arrival (its handler starting) to its first character.",
+                               ["model", "version"], buckets=SECONDS)
 INTER_CHAR = WeightedHistogram("rnnserve_inter_char_seconds",
                                "Generate: time between consecutive characters of a stream (one per character).",
                                ["model", "version"], FINE)
@@ -85,12 +85,13 @@ QUEUE_WAIT = Histogram("rnnserve_queue_wait_seconds",
                        "Time a request waited before its model call: for a stream slot (Generate) or a batch (Classify).",
                        ["model", "version", "method"], buckets=SECONDS)
 MODEL_CALL_SECONDS = WeightedHistogram("rnnserve_model_call_seconds",
-                                       "ONNX Runtime call time, by phase (prefill, decode, classify).",
+                                       "ONNX Runtime call time, by phase (prefill: one reading of prompts, one call "
+                                       "or one per character; decode, classify).",
                                        ["model", "version", "phase"], SECONDS)
 DECODE_BATCH = WeightedHistogram("rnnserve_decode_batch_size",
                                  "Rows advanced by one decode step: a Generate stream or a greedy translation is one row, "
                                  "a beam search beam_size rows.", ["model", "version", "kind"], BATCH)
-PREFILL_BATCH = Histogram("rnnserve_prefill_batch_size", "Prompts read by one prefill call.", ["model", "version"],
+PREFILL_BATCH = Histogram("rnnserve_prefill_batch_size", "Prompts read together by one prefill.", ["model", "version"],
                           buckets=BATCH)
 CLASSIFY_BATCH = Histogram("rnnserve_classify_batch_size", "Texts per dynamic batch (run in groups of similar length).",
                            ["model", "version"], buckets=BATCH)

@@ -42,7 +42,7 @@ class Settings:
     max_stop_chars: int = 32  # characters per stop sequence
     flush_chars: int = 64  # default: send text once this many characters are ready...
     flush_ms: int = 50  # ...or once this long has passed since the last send
-    deliver_ms: float = 1.0  # while streams run, the event loop collects their text this often
+    deliver_ms: float = 1.0  # while streams run, the event loop collects their text this often (first text: at once)
 
     # Translate: decoded with continuous batching like Generate (max_streams rows, max_queue requests waiting,
     # the flush defaults above)

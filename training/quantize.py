@@ -31,8 +31,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from service import artifact
 from service.artifact import Meta
+from service.artifact.session import make_session
 from service.artifact.tokenizer import Tokenizer
-from service.models.runners import make_session
 from training import int8_classifier, int8_gru, int8_lstm, ort_eval
 
 LM_LOSS_GATE = 0.01  # nats/char the int8 graph may lose against fp32 on the validation characters

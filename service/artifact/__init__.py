@@ -1,9 +1,11 @@
 """The artifact contract, models/<name>/<version>/{model.onnx, tokenizer.json, meta.json}: the one thing training
-and serving share. Standard library, numpy, onnx and Pillow only: training imports this package and nothing else of service/.
+and serving share. Standard library, numpy, onnx and Pillow only (and onnxruntime in session.py, the session a
+graph is served in): training imports this package and nothing else of service/.
 
 meta (what meta.json holds), files (how an artifact's files are read as untrusted input) and kinds (what
 each kind's meta.json must say) are re-exported here; tokenizer, sampling, graph (model.onnx as untrusted
-bytes) and corpus (the data a recipe names) are imported from their modules.
+bytes), corpus (the data a recipe names) and session (the ONNX Runtime session a graph runs in) are imported
+from their modules.
 """
 
 from service.artifact.files import (

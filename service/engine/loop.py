@@ -6,7 +6,9 @@ rows of the batch: a beam search does), and then does the engine's own work: one
 every admitted stream. Streams join at the next step and leave the step they finish or are cancelled.
 Chunks go back through an outbox that the event loop polls every deliver_ms while streams are open:
 waking the loop from this thread would release the GIL in the middle of a step and hand it to the loop
-for its whole burst.
+for its whole burst. A stream's first text is the exception: it wakes the loop at once (one wake per
+step at most, whatever the number of streams that start in it), so time to first text does not wait
+for the next poll.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class DecodeLoop(ABC, Generic[S]):
         self.cancels: list[S] = []
         self.outbox: list[tuple[S, Chunk[Any] | Exception]] = []
         self.polling = False  # event-loop side: a deliver is scheduled
+        self.waking = False  # under the lock: a hand-over is scheduled on the loop for first text
         self.wake = threading.Event()
         self.stopping = False
         self.n_open = 0  # event-loop side: submitted and not yet closed
@@ -116,6 +119,19 @@ class DecodeLoop(ABC, Generic[S]):
 
     def deliver(self) -> None:
         """Hand the outbox to the streams; poll again while any stream is open."""
+        self._hand_over()
+        if self.n_open or self.outbox:
+            self.loop.call_later(self.deliver_s, self.deliver)
+        else:
+            self.polling = False
+
+    def _deliver_first(self) -> None:
+        """The decode thread posted a stream's first text: hand it over now, between polls."""
+        with self.lock:
+            self.waking = False
+        self._hand_over()
+
+    def _hand_over(self) -> None:
         with self.lock:
             events, self.outbox = self.outbox, []
         for stream, item in events:
@@ -125,10 +141,6 @@ class DecodeLoop(ABC, Generic[S]):
             if isinstance(item, Exception) or item.finished is not None:
                 stream.closed = True
                 self.n_open -= 1
-        if self.n_open or self.outbox:
-            self.loop.call_later(self.deliver_s, self.deliver)
-        else:
-            self.polling = False
 
     async def close(self) -> None:
         """Stop the decode thread; it fails the streams it still holds with UNAVAILABLE."""
@@ -137,9 +149,14 @@ class DecodeLoop(ABC, Generic[S]):
         await asyncio.to_thread(self.thread.join, 5)
 
     # ---- decode thread
-    def _post(self, events: Sequence[tuple[S, Chunk[Any] | Exception]]) -> None:
+    def _post(self, events: Sequence[tuple[S, Chunk[Any] | Exception]], first: bool = False) -> None:
+        """Queue chunks for the event loop; `first`: some are a stream's first text, which wakes the loop now."""
         with self.lock:
             self.outbox.extend(events)
+            wake = first and not self.waking
+            self.waking = self.waking or first
+        if wake:
+            self.loop.call_soon_threadsafe(self._deliver_first)
 
     @property
     def idle(self) -> bool:

@@ -1,8 +1,10 @@
 """Continuous batching of Generate streams: one decode thread per model, one ONNX Runtime call per step for all streams.
 
-Each loop iteration (loop.py: drop cancelled streams, admit waiting ones into free slots) runs one
-prefill call for prompts being read (at most prefill_chunk characters, so decoding never stalls
-for long), then one decode step (T = 1) for every stream whose prompt is read. Streams join at
+Each loop iteration (loop.py: drop cancelled streams, admit waiting ones into free slots) reads the
+next part of the prompts being read (at most prefill_chunk characters, so decoding never stalls
+for long; runner.prefill: one call, or one per character where that is faster), then runs one decode
+step (T = 1) for every stream whose prompt is read: a prompt read this iteration gets its first
+character from this iteration's step, and that character is sent at once. Streams join at
 the next step and leave the step they finish. An ordinary step is an ORT call, the sampler and
 three array writes. Stop sequences are stops.py's business, each stream's random draws draws.py's.
 """
@@ -60,9 +62,13 @@ class Scheduler(DecodeLoop[Stream]):
         self.uncounted = 0  # generated characters not yet added to the Prometheus counter
 
     # ---- event-loop side
-    def submit(self, params: GenerateParams) -> Stream:
-        """Start a stream (UNAVAILABLE when stopping, RESOURCE_EXHAUSTED when the queue is full)."""
-        stream = Stream(params)
+    def submit(self, params: GenerateParams, arrival: float | None = None) -> Stream:
+        """Start a stream (UNAVAILABLE when stopping, RESOURCE_EXHAUSTED when the queue is full).
+
+        arrival: when the request's handler began (perf_counter), so that time to first character counts
+        the checks of its fields too; default now.
+        """
+        stream = Stream(params, arrival)
         self._enqueue([stream])
         return stream
 
@@ -107,7 +113,7 @@ class Scheduler(DecodeLoop[Stream]):
         tokens = np.stack([s.todo[s.pos : s.pos + T] for s in group])  # (B, T)
         state = [np.concatenate(xs, axis=1) for xs in zip(*(s.state for s in group), strict=True)]
         t0 = time.perf_counter()
-        _, state = self.runner.run(tokens, state)
+        state = self.runner.prefill(tokens, state)
         self.m.prefill_call.observe(time.perf_counter() - t0)
         self.m.prefill_batch.observe(len(group))
         joined = []
@@ -175,7 +181,8 @@ class Scheduler(DecodeLoop[Stream]):
         timed = done | (k + 1 - b.unsent >= b.flush_chars) | (now - b.t_sent >= b.flush_s)
         # A row's first characters go out as soon as they exist (time to first text = time to first
         # character); later chunks follow flush_chars/flush_ms, on the row's staggered clock.
-        flush = timed | (b.unsent == b.joined)
+        first = b.unsent == b.joined
+        flush = timed | first
         events = []
         for i in np.flatnonzero(flush).tolist():
             chunk = self._flush(i, k, now, bool(done[i]), int(generated[i]))
@@ -192,7 +199,7 @@ class Scheduler(DecodeLoop[Stream]):
         self.m.chars.inc(self.uncounted)
         self.uncounted = 0
         if events:
-            self._post(events)
+            self._post(events, bool(first.any()))
 
     def _unsent(self, i: int, k: int) -> str:
         b = self.batch

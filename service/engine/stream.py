@@ -54,8 +54,8 @@ UNSENT_PARTS = 64  # unsent text pieces kept apart; beyond this they are joined 
 class StreamBase(Generic[F]):
     """Created on the event loop; owned by the decode thread from admission until it finishes or is cancelled."""
 
-    def __init__(self, rows: int = 1) -> None:
-        self.arrival = time.perf_counter()
+    def __init__(self, rows: int = 1, arrival: float | None = None) -> None:
+        self.arrival = time.perf_counter() if arrival is None else arrival  # perf_counter when the handler began
         self.rows = rows  # rows of the decode batch it holds once admitted
         # Event-loop side: what the decode thread produced and the handler has not taken yet. A client
         # that reads slowly (or not at all) gets all of it as one message when it reads again, so the
@@ -113,8 +113,8 @@ class StreamBase(Generic[F]):
 class Stream(StreamBase[Finished]):
     """One Generate request."""
 
-    def __init__(self, params: GenerateParams) -> None:
-        super().__init__()
+    def __init__(self, params: GenerateParams, arrival: float | None = None) -> None:
+        super().__init__(arrival=arrival)
         self.params = params
         self.rng = np.random.default_rng(params.seed)  # this stream's own draws: same text alone or batched
         self.todo = params.prompt_ids[:-1]  # prefill reads all but the last prompt character...

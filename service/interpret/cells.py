@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from service.artifact import META_FILE, MODEL_FILE, TOKENIZER_FILE, Meta
+from service.artifact.session import make_session
 from service.artifact.tokenizer import Tokenizer
 from service.interpret import features
 from service.interpret.trace import GATES, Tracer
-from service.models.runners import LMRunner, make_session
+from service.models.runners import LMRunner
 
 SATURATED_LOW, SATURATED_HIGH = 0.1, 0.9  # the paper's gate saturation thresholds
 MIN_CLASS = 20  # a binary feature needs this many characters of each class to be scored

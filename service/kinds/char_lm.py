@@ -6,6 +6,7 @@ Generate streams text (native and Open Inference Protocol); Trace reads the grap
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -102,8 +103,9 @@ class CharLM(Kind[Scheduler]):
         return scheduler
 
     async def generate(self, served: Served[Scheduler], request: pb.GenerateRequest) -> AsyncIterator[pb.GenerateResponse]:
+        arrival = time.perf_counter()
         model, scheduler = served.model, served.engine
-        stream = scheduler.submit(generate_params(request, model.tokenizer, served.settings))
+        stream = scheduler.submit(generate_params(request, model.tokenizer, served.settings), arrival)
         try:
             async for chunk in stream.chunks():
                 yield chunk_pb(chunk, model.version)
@@ -137,12 +139,13 @@ class CharLM(Kind[Scheduler]):
     async def v2_infer(self, served: Served[Scheduler], request: v2.ModelInferRequest,
                        stream: bool) -> AsyncIterator[v2.ModelInferResponse]:
         """Each chunk as it comes when streaming, else the whole text once; the scheduler as Generate uses it."""
+        arrival = time.perf_counter()
         model, scheduler = served.model, served.engine
         inputs, outputs = self.v2_signature(model)
         wanted = v2_params.requested_outputs(request, model.name, outputs)
         template = v2_params.reply_to(request, model.name, model.version)
         native = v2_params.generate_request(request, model.name, inputs[0])
-        s = scheduler.submit(generate_params(native, model.tokenizer, served.settings))
+        s = scheduler.submit(generate_params(native, model.tokenizer, served.settings), arrival)
         try:
             texts = []
             async for chunk in s.chunks():

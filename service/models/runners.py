@@ -11,6 +11,8 @@ import onnxruntime as ort
 
 from service import artifact
 from service.artifact import Meta, graph
+from service.artifact.graph import UNROLLED_CELL_KEY
+from service.artifact.session import make_session
 from service.artifact.tokenizer import Tokenizer
 from service.engine.encdec import Memory
 
@@ -20,23 +22,6 @@ from service.engine.encdec import Memory
 # off left 152 MB held by malloc). Decode steps (T = 1) do not use it: their size is bounded by max_streams.
 SHRINK = ort.RunOptions()
 SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-
-def make_session(model: Path | bytes, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
-    """A CPU session with explicit thread counts, from a file or (the service's way) from bytes already read.
-
-    Spinning is off: on a few cores, idle intra-op threads that spin steal the CPU the event
-    loop and the decode thread need between calls.
-    """
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = inter_op_threads
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def load_session(path: Path, filename: str, meta: Meta, intra_op_threads: int, inter_op_threads: int,
@@ -98,6 +83,7 @@ class LMRunner:
             _check_shape(sess, s.output, (s.n_layer, None, s.hidden_size))
         self.state_inputs = [s.input for s in self.specs]
         self.outputs = [artifact.LOGITS, *(s.output for s in self.specs)]
+        self.unrolled = UNROLLED_CELL_KEY in sess.get_modelmeta().custom_metadata_map
 
     def zero_state(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((s.n_layer, batch, s.hidden_size), np.float32) for s in self.specs]
@@ -107,6 +93,20 @@ class LMRunner:
         feed.update(zip(self.state_inputs, state, strict=True))
         logits, *new = self.sess.run(self.outputs, feed, SHRINK if tokens.shape[1] > 1 else None)
         return logits, new
+
+    def prefill(self, tokens: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
+        """Read prompt characters (B, T) into the state; a prompt's logits are never needed.
+
+        A graph with the cell written out (training/int8_lstm.py) reads T > 1 characters in an ONNX Loop whose
+        per-iteration bookkeeping costs more than a whole T = 1 call: its prompts are read one character per
+        call, in 0.6-0.7x the time at B = 1-16, T = 2-128 (for the LSTM op's graph one call is 1.2-3x faster
+        than steps). The graph computes the same either way: prefill == steps exactly is checked at quantize.
+        """
+        if not self.unrolled:
+            return self.run(tokens, state)[1]
+        for t in range(tokens.shape[1]):
+            _, state = self.run(tokens[:, t : t + 1], state)
+        return state
 
     def self_check(self) -> None:
         """One real call at B=2, T=3 with the first and last token ids: shapes as meta.json says, finite logits.

@@ -76,6 +76,9 @@ class BandedRunner:
     def run(self, tokens: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         return self.runner_for(tokens.shape[0]).run(tokens, state)
 
+    def prefill(self, tokens: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
+        return self.runner_for(tokens.shape[0]).prefill(tokens, state)
+
     def __getattr__(self, name: str) -> Any:  # specs, vocab_size, zero_state, self_check, sess ...
         return getattr(self.default, name)
 

@@ -17,9 +17,9 @@ from onnx import helper, numpy_helper
 
 from service.artifact import LENGTHS, META_FILE, MODEL_FILE, TOKENIZER_FILE, TOKENS, Meta
 from service.artifact.corpus import DataError
+from service.artifact.session import make_session
 from service.artifact.tokenizer import Tokenizer
 from service.models.repository import Repository, load_model
-from service.models.runners import make_session
 from tests.support.data import ROOT
 from tests.support.harness import Running, pb, settings
 from training import pycorpus
@@ -110,9 +110,21 @@ def test_an_int8_artifact_is_not_quantized_again(model_repo, tmp_path):
         quantize_artifact(src.parent / "2", src.parent / "3")
 
 
-def test_quantize_command_runs_without_torch(model_repo, tmp_path):
+# As in the training image (deploy/train.Dockerfile): no torch needed here, and of service/ only what it copies.
+TRAINING_IMAGE = """
+import sys
+sys.modules["torch"] = None
+class OnlyTheArtifactContract:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("service.") and not name.startswith("service.artifact"):
+            raise ImportError(f"{name} is not in the training image: training imports only service.artifact")
+sys.meta_path.insert(0, OnlyTheArtifactContract())
+"""
+
+
+def test_quantize_command_runs_without_torch_and_with_only_the_artifact_contract_of_service(model_repo, tmp_path):
     src = _copy_v1(model_repo, "tiny-lstm", tmp_path)
-    code = ("import sys; sys.modules['torch'] = None; from training.__main__ import main; "
+    code = (f"{TRAINING_IMAGE}\nfrom training.__main__ import main\n"
             f"main(['quantize', {str(src)!r}, {str(src.parent / '2')!r}])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -29,6 +29,17 @@ def test_streams_text_in_chunks_then_a_final_message(server):
     assert 0 < u.queue_time_s <= u.time_to_first_char_s <= u.total_time_s
 
 
+def test_the_first_character_is_sent_at_once_not_at_the_next_delivery_poll(serve):
+    slow_poll = serve(deliver_ms=600_000)  # text leaves the decode thread at the loop's poll, here 10 minutes apart
+    replies = slow_poll.stub.Generate(pb.GenerateRequest(model="tiny-lstm", prompt="ROMEO:", max_tokens=1000, seed=3,
+                                                         flush_ms=10_000), timeout=60)
+    first = next(replies)
+    replies.cancel()
+    assert len(first.text) == 1 and not first.HasField("finished")  # before any later step could add to it
+    text, replies = generate(slow_poll.stub, model="tiny-lstm", prompt="ROMEO:", max_tokens=1, seed=3)
+    assert len(text) == 1 and len(replies) == 1 and replies[0].HasField("finished")
+
+
 def test_flush_by_time_and_per_character_logprobs(server):
     _, replies = generate(server.stub, model="tiny-lstm", prompt="a", max_tokens=3000, seed=1, flush_chars=4096, flush_ms=1)
     assert len(replies) > 2  # 3000 characters never reach flush_chars: only the 1 ms clock can have split them

@@ -32,8 +32,8 @@ class HandFed:
         self.streams: list[Stream] = []
         self.cancelled: list[Stream] = []
 
-    def submit(self, params: GenerateParams) -> Stream:
-        self.streams.append(Stream(params))
+    def submit(self, params: GenerateParams, arrival: float | None = None) -> Stream:
+        self.streams.append(Stream(params, arrival))
         return self.streams[-1]
 
     def cancel(self, stream: Stream) -> None:

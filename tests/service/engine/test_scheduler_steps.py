@@ -7,6 +7,7 @@ should get is known in advance (`expected`), whatever the batch around it does.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -44,6 +45,9 @@ class SumRunner:
                 logits[:, t] = self.table[h % (V - 1)]
         return logits, [h.astype(np.float32)[None, :, None]]
 
+    def prefill(self, tokens: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
+        return self.run(tokens, state)[1]
+
 
 def expected(prompt: str, n: int) -> str:
     """What greedy decoding of SumRunner writes after `prompt`."""
@@ -70,8 +74,8 @@ class Stepper:
         self.chunks: dict[Stream, list[Chunk]] = {}
         self.readers: dict[Stream, AsyncIterator[Chunk]] = {}
 
-    def submit(self, p: GenerateParams) -> Stream:
-        stream = self.scheduler.submit(p)
+    def submit(self, p: GenerateParams, arrival: float | None = None) -> Stream:
+        stream = self.scheduler.submit(p, arrival)
         self.chunks[stream], self.readers[stream] = [], stream.chunks()
         return stream
 
@@ -120,6 +124,37 @@ def test_a_stream_gets_its_first_character_at_once_then_chunks_of_flush_chars():
         assert [len(c.text) for c in st.chunks[s]] == [1, 4, 4, 1]
         f = st.chunks[s][-1].finished
         assert (f.reason, f.prompt_chars, f.generated_chars) == ("length", 3, 10)
+    run(test)
+
+
+def test_the_first_text_reaches_the_stream_before_the_next_step_without_waiting_for_a_delivery_poll():
+    async def test() -> None:
+        st = Stepper(deliver_ms=3_600_000)  # the event loop's poll for text is an hour away
+        s = st.submit(params("abc", 10))
+        st.scheduler.run_once()  # admit, read the prompt, first decode step: the first character exists
+        for _ in range(10):  # the decode thread's wake-up is a callback on the loop: a few turns of it at most
+            if s.ready.is_set():
+                break
+            await asyncio.sleep(0)
+        assert s.ready.is_set() and s.unsent == [expected("abc", 1)] and s.finished is None
+        s.ready.clear()
+        s.unsent = []
+        for _ in range(8):  # later chunks (flush_chars 4) leave with the next poll, not at once
+            st.scheduler.run_once()
+            await asyncio.sleep(0)
+        assert not s.ready.is_set() and len(st.scheduler.outbox) == 2
+        st.scheduler.deliver()
+        assert "".join(s.unsent) == expected("abc", 9)[1:]
+    run(test)
+
+
+def test_time_to_first_character_counts_from_the_arrival_the_handler_gives():
+    async def test() -> None:
+        st = Stepper()
+        s = st.submit(params("abc", 2), time.perf_counter() - 100)  # as if the handler began 100 s ago
+        await st.finish()
+        f = st.chunks[s][-1].finished
+        assert 100 <= f.queue_time_s <= f.time_to_first_char_s <= f.total_time_s < 200
     run(test)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from training.captioner import CaptionerConfig
 from training.model import CharLMConfig, ClassifierConfig
 from training.precision import PRECISIONS
+from training.precision import resolve as resolve_precision
 from training.seq2seq import Seq2SeqConfig
 
 MODEL_CONFIGS = {"char_lm": CharLMConfig, "classifier": ClassifierConfig, "translation": Seq2SeqConfig,
@@ -69,6 +70,7 @@ class TrainConfig:
     seed: int = 1337
     threads: int = 2  # torch intra-op threads, set explicitly
     precision: str = "fp32"  # "bf16": forward under CPU autocast, fp32 weights (training/precision.py); needs AVX-512 BF16
+    #   or AMX; "auto": bf16 where this CPU has them, else fp32
     batch_size: int = 64  # char_lm: parallel BPTT streams; classifier: sentences per step; captioning: captions
     batch_tokens: int = 4000  # translation: source + target tokens per step, padding included (length-bucketed)
     label_smoothing: float = 0.0  # translation, captioning: cross-entropy label smoothing (Szegedy et al. 2016)
@@ -156,7 +158,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             node[leaf] = _coerce(text, node[leaf], key)
     cfg = _build(TrainConfig, tree, "config")
     validate(cfg)
-    return cfg
+    return replace(cfg, precision=resolve_precision(cfg.precision))  # checkpoints record what ran
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), as oneDNN reports it."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve(precision: str) -> str:
+    """The precision a recipe runs at here: "auto" is bf16 where bfloat16 is native and fp32 elsewhere (where
+    it would be emulated and slower), so one recipe is fast on both kinds of CPU."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16() else "fp32"
 
 
 def autocast(precision: str) -> torch.autocast:

@@ -49,3 +49,12 @@ def test_bf16_lstm_trains_or_is_refused_before_training(tmp_path):
 def test_unknown_precision_is_refused(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         load_config(None, _args(tmp_path, "gru", "fp16"))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, native):
+    """A recipe that says "auto" runs bf16 on a CPU with AVX-512 BF16 / AMX and fp32 elsewhere, and its
+    config (hence its checkpoint) records which one ran."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    cfg = load_config(None, _args(tmp_path, "lstm", "auto"))
+    assert cfg.precision == ("bf16" if native else "fp32")

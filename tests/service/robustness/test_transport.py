@@ -26,7 +26,7 @@ def test_every_transport_limit_is_a_setting_passed_to_grpc():
     assert dict(transport.options(s)) == {
         "grpc.max_concurrent_streams": 7, "grpc.max_allowed_incoming_connections": 9,
         "grpc.max_connection_idle_ms": 1500, "grpc.max_connection_age_ms": 60_000,
-        "grpc.max_connection_age_grace_ms": 90_000, "grpc.server_handshake_timeout_ms": 2000}
+        "grpc.max_connection_age_grace_ms": 90_000, "grpc.server_handshake_timeout_ms": 2000, "grpc.http2.bdp_probe": 0}
 
 
 class Attacker:

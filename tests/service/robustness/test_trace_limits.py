@@ -23,7 +23,7 @@ REGRESSIONS = {
     "python-lstm": ["e" * 127],
     "shakespeare-lstm": ["e" * 110, "漢字テキスト" * 100],
 }
-# And a sweep across the chunk boundaries on every bundled LM (bench/hostile.py goes up to 4,096).
+# And a sweep across the chunk boundaries on every bundled LM (bench/hostile/trace.py goes up to 4,096).
 SWEEP = {name: [text[:n] for text in ("e" * 1000, "漢字テキスト" * 200) for n in (1, 2, 127, 128, 129, 256, 257, 1000)]
          for name in ("python-lstm", "shakespeare-lstm", "shakespeare-gru")}
 

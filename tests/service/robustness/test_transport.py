@@ -148,7 +148,7 @@ def test_connections_beyond_max_connections_are_refused(serve):
 def test_a_connection_may_hold_32_streams_by_default(serve):
     """What the server announces in its HTTP/2 SETTINGS. Under a rapid-reset flood every stream of the connection
     that grpc lets in reaches the Python server; at 128 a flood took other clients' p99 to ~7x its quiet value
-    (bench/hostile.py), at 32 to ~2.5x."""
+    (bench/hostile/reset.py), at 32 to ~2.5x."""
     running = serve(max_streams_per_connection=Settings().max_streams_per_connection)  # the harness raises it
     with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

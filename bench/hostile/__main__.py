@@ -21,7 +21,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.hostile", description=(DOC or "").splitlines()[0])
     ap.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated, of {', '.join(ATTACKS)}")
     ap.add_argument("--model-dir", default=str(ROOT / "models"))
-    ap.add_argument("--memory-limit-mb", type=int, default=1024, help="the server's memory cgroup (deploy/ sets 1 GiB)")
+    ap.add_argument("--memory-limit-mb", type=int, default=1280, help="the server's memory cgroup (as deploy/ sets it)")
     ap.add_argument("--through-nginx", action="store_true", help="clients go through deploy/nginx/nginx.conf")
     ap.add_argument("--quick", action="store_true", help="small counts and times")
     args = ap.parse_args()

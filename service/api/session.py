@@ -1,44 +1,97 @@
 """A bounded stream of streams (v2 ModelStreamInfer): requests run concurrently as they arrive, a few at a time.
 
-The next request is read only while fewer than max_pending are in progress, and a request stays in
-progress until its last reply is taken by the sender. So a client that sends without reading its
-replies stops being read: the session holds at most max_pending requests and REPLY_QUEUE replies,
-whatever the client sends (unbounded, 2,500 requests of 1 MiB grew a server by 2.6 GB). When the
-session ends, every task it started is cancelled and awaited, and what their cancellation would keep
-in a reference cycle is let go, so nothing the session held outlives it.
+The next request is read only while the requests in progress leave room for one more (a count, and a byte budget
+that assumes the next is as large as a message may be), and a request stays in progress until its last reply is
+taken by the sender; the replies wait in a queue bounded in count and bytes. So a client that sends without reading
+its replies stops being read: a session holds at most `max_bytes` of requests and REPLY_BYTES of replies, whatever
+the client sends (unbounded, 2,500 requests of 1 MiB grew a server by 2.6 GB). When the session ends, every task
+it started is cancelled and awaited, and what their cancellation would keep in a reference cycle is let go, so
+nothing the session held outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import traceback
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-Request = TypeVar("Request")
-Reply = TypeVar("Reply")
 
-REPLY_QUEUE = 16  # replies waiting for the sender; beyond it the requests' tasks wait (and chunks merge in the engine)
+class Message(Protocol):
+    def ByteSize(self) -> int: ...  # noqa: N802 (protobuf's name)
+
+
+Request = TypeVar("Request", bound=Message)
+Reply = TypeVar("Reply", bound=Message)
+
+# Replies waiting for the sender, at most this many and this many bytes; beyond, the requests' tasks wait (and a
+# stream's chunks merge in the engine).
+REPLY_QUEUE, REPLY_BYTES = 16, 1 << 20
 _DONE, _READ = object(), object()
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one session's requests in progress may hold: max_requests of them and max_bytes (or one request, when
+    max_bytes is below max_message_bytes)."""
+
+    max_requests: int  # requests in progress (session_max_requests)
+    max_bytes: int  # their serialized bytes (session_max_bytes)
+    max_message_bytes: int  # the largest request grpc lets in (max_receive_message_bytes): what the next may take
+
+
+class _Replies:
+    """A FIFO of (item, bytes) holding at most max_items and max_bytes, or one item of any size: a reply larger
+    than the budget still goes out, alone, so a session never stalls on one."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes, self.bytes = max_items, max_bytes, 0
+        self.items: deque[tuple[Any, int]] = deque()
+        self.added, self.taken = asyncio.Event(), asyncio.Event()
+
+    async def put(self, item: Any, size: int = 0) -> None:
+        while self.items and (len(self.items) >= self.max_items or self.bytes + size > self.max_bytes):
+            self.taken.clear()
+            await self.taken.wait()
+        self.items.append((item, size))
+        self.bytes += size
+        self.added.set()
+
+    async def get(self) -> Any:
+        while not self.items:
+            self.added.clear()
+            await self.added.wait()
+        item, size = self.items.popleft()
+        self.bytes -= size
+        self.taken.set()
+        return item
+
+
 async def run_session(requests: AsyncIterator[Request], answer: Callable[[Request], AsyncGenerator[Reply, None]],
-                      max_pending: int) -> AsyncIterator[Reply]:
+                      limits: Limits) -> AsyncIterator[Reply]:
     """The replies of every request, as they come; answer(request) yields one request's replies (errors included).
 
     A failure to read the request stream ends the session with that exception.
     """
-    out: asyncio.Queue[Any] = asyncio.Queue(REPLY_QUEUE)
-    slots = asyncio.Semaphore(max_pending)
+    out = _Replies(REPLY_QUEUE, REPLY_BYTES)
+    ended = asyncio.Event()  # set when a request ends
     tasks: set[asyncio.Task] = set()
     started, done, reading = 0, 0, True
+    n_open, open_bytes = 0, 0  # requests in progress and their bytes
 
-    async def one(request: Request) -> None:
+    def has_room() -> bool:
+        return n_open == 0 or (n_open < limits.max_requests
+                               and open_bytes + limits.max_message_bytes <= limits.max_bytes)
+
+    async def one(request: Request, size: int) -> None:
+        nonlocal n_open, open_bytes
         try:
             async with aclosing(answer(request)) as replies:  # closed now, not when collected: its cleanup frees slots
                 async for reply in replies:
-                    await out.put(reply)
+                    await out.put(reply, reply.ByteSize())
         except asyncio.CancelledError as err:
             _let_go(err)
             raise
@@ -47,19 +100,23 @@ async def run_session(requests: AsyncIterator[Request], answer: Callable[[Reques
         else:
             await out.put(_DONE)
         finally:
-            slots.release()
+            n_open, open_bytes = n_open - 1, open_bytes - size
+            ended.set()
 
     async def read() -> None:
-        nonlocal started
+        nonlocal started, n_open, open_bytes
         try:
             while True:
-                await slots.acquire()  # read no further while max_pending requests are in progress
+                while not has_room():  # read no further while the requests in progress fill the session
+                    ended.clear()
+                    await ended.wait()
                 try:
                     request = await anext(requests)
                 except StopAsyncIteration:
                     break
-                started += 1
-                task = asyncio.create_task(one(request))
+                size = request.ByteSize()
+                started, n_open, open_bytes = started + 1, n_open + 1, open_bytes + size
+                task = asyncio.create_task(one(request, size))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 del request, task

@@ -32,6 +32,9 @@ def options(settings: Settings) -> list[tuple[str, int]]:
         # ...and the calls running at GOAWAY may finish: the longest a call or a session may take.
         ("grpc.max_connection_age_grace_ms", ms(max(settings.max_request_s, settings.session_max_s))),
         ("grpc.server_handshake_timeout_ms", ms(settings.handshake_timeout_s)),  # TLS and HTTP/2 preface
+        # A stream's receive window: what grpc buffers of requests its handler has not asked for yet (with BDP
+        # probing, at least 4 MiB per stream under low memory pressure; without, 64 KiB plus the message being read).
+        ("grpc.http2.bdp_probe", settings.http2_bdp_probe),
     ]
 
 

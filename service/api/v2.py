@@ -9,7 +9,7 @@ from contextlib import aclosing
 
 from service import kinds, metrics
 from service.api.edge import budget_error, describe, rpc
-from service.api.session import run_session
+from service.api.session import Limits, run_session
 from service.api.v2_params import Tensor
 from service.errors import InvalidArgument, NotFound
 from service.gen.inference import grpc_service_pb2 as v2
@@ -99,9 +99,11 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     @rpc(session=True)
     async def ModelStreamInfer(self, requests: AsyncIterator[v2.ModelInferRequest],  # noqa: N802
                                context) -> AsyncIterator[v2.ModelStreamInferResponse]:
-        """Each request runs as it arrives, a few at a time (session_max_requests); a failed one is an
-        error_message, the stream goes on."""
-        async for reply in run_session(requests, self._stream_one, self.settings.session_max_requests):
+        """Each request runs as it arrives, a few at a time (session_max_requests, session_max_bytes); a failed one
+        is an error_message, the stream goes on."""
+        s = self.settings
+        limits = Limits(s.session_max_requests, s.session_max_bytes, s.max_receive_message_bytes)
+        async for reply in run_session(requests, self._stream_one, limits):
             yield reply
 
     async def _stream_one(self, request: v2.ModelInferRequest) -> AsyncIterator[v2.ModelStreamInferResponse]:
@@ -117,6 +119,10 @@ class GRPCInferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         except Exception as err:
             status, message = describe(budget_error(err, budget, budget_s), "ModelStreamInfer")
             code = status.name
-            yield v2.ModelStreamInferResponse(  # the id (and model) say which request failed
+            failed = v2.ModelStreamInferResponse(  # the id (and model) say which request failed
                 error_message=message, infer_response=v2.ModelInferResponse(model_name=request.model_name, id=request.id))
+        else:
+            failed = None
+        if failed is not None:  # sent outside the except block: while it waits for a client that does not read, the
+            yield failed  # error's traceback would hold the frames that parsed the request (3 copies of its texts)
         metrics.observe_request("ModelStreamInfer.request", code, time.perf_counter() - t0)

@@ -32,7 +32,8 @@ SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
 CONVERTIBLE_MODES = ("RGB", "L", "P", "RGBA", "LA", "PA", "CMYK", "YCbCr", "1", "RGBX", "La", "RGBa")
 SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I")  # PNG's 16-bit grey, as Pillow versions name it
 DEFAULT_MAX_BYTES = 8 << 20
-# 16 million pixels decode to 48 MB of RGB: the most one image may make the server hold while it is resized.
+# 16 million pixels decode to 64 MB (Pillow keeps RGB at 4 bytes a pixel): the most one image may make the server
+# hold while it is resized.
 DEFAULT_MAX_PIXELS = 16_000_000
 WHITE = (255, 255, 255)
 
@@ -91,8 +92,12 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
 
 
 def _rgb(img: Image.Image) -> Image.Image:
-    """An upright 8-bit RGB copy of a loaded image (see the module's docstring for each choice)."""
-    img = ImageOps.exif_transpose(img)
+    """A loaded image made upright 8-bit RGB, in place where it can be (see the module's docstring for each choice).
+
+    No copy of an image that is already upright RGB: Pillow keeps RGB at 4 bytes a pixel, so each copy of a
+    16-megapixel image is 64 MB, and two of them (exif_transpose's and convert's) held 3 x 64 MB per image being read.
+    """
+    ImageOps.exif_transpose(img, in_place=True)
     if img.mode in SIXTEEN_BIT_GREY:
         grey = np.asarray(img, dtype=np.uint32)  # (H, W), 0 .. 65535
         img = Image.fromarray(((grey + 128) // 257).clip(0, 255).astype(np.uint8), "L")
@@ -102,7 +107,7 @@ def _rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def decode(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:

@@ -30,9 +30,10 @@ GATES = {"lstm": ("input_gate", "forget_gate", "output_gate"), "gru": ("update_g
 _OPS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
 _ACTIVATIONS = {"LSTM": [b"Sigmoid", b"Tanh", b"Tanh"], "GRU": [b"Sigmoid", b"Tanh"], "RNN": [b"Tanh"]}  # the op defaults
 # numpy trace vs the served graph's state after each chunk: |traced - served| <= ATOL + RTOL * |served|. A tracer
-# that models the wrong equations is off by O(0.1) or more. float32 rounding grows along a chunk (the recurrence
-# amplifies it): over 4,096-character sweeps of the bundled LMs, at most 1.6e-4 x (1 + |value|) with 128-character
-# chunks, 2.4e-4 with 256, 3e-5 with 32.
+# that models the wrong equations is off by O(0.1) or more. Both sides compute in float32, the graph's own precision
+# (float64 copies of the weights doubled what a traced version holds, and agreed no better); rounding grows along a
+# chunk (the recurrence amplifies it): over 4,096-character sweeps of the bundled LMs, at most 1.2e-4 x (1 + |value|)
+# with 128-character chunks, 5e-4 with 256, 2.3e-5 with 32 (float64: 1.6e-4 with 128).
 VERIFY_ATOL, VERIFY_RTOL = 1e-3, 1e-3
 TRACE_CHUNK_CHARS = 128  # characters computed (and held) at a time
 
@@ -72,7 +73,7 @@ def read_graph(path: Path) -> tuple[str, np.ndarray, list[Layer]]:
     from service.artifact.graph import parse
 
     graph = parse(artifact.read_member(path.parent, path.name)).graph
-    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
+    weights = {t.name: numpy_helper.to_array(t).astype(np.float32) for t in graph.initializer}
     embed = [n for n in graph.node if n.op_type == "Gather" and n.input[1] == artifact.TOKENS and n.input[0] in weights]
     cells = [n for n in graph.node if n.op_type in _OPS]
     if len(embed) != 1 or not cells:
@@ -88,7 +89,7 @@ def read_graph(path: Path) -> tuple[str, np.ndarray, list[Layer]]:
             raise FailedPrecondition(f"{n.op_type} node {n.name!r} uses options the tracer does not model")
         W, R = weights[n.input[1]][0], weights[n.input[2]][0]
         G = R.shape[0]
-        B = weights[n.input[3]][0] if len(n.input) > 3 and n.input[3] else np.zeros(2 * G)
+        B = weights[n.input[3]][0] if len(n.input) > 3 and n.input[3] else np.zeros(2 * G, np.float32)
         layers.append(Layer(W, R, B[:G], B[G:], bool(a.get("linear_before_reset", 0))))
     kinds = {_OPS[n.op_type] for n in cells}
     if len(kinds) != 1:
@@ -114,14 +115,14 @@ class Tracer:
         B, T = ids.shape
         L, H = self.n_layer, self.hidden_size
         if start is None:
-            start = [np.zeros((L, B, H))] * (2 if self.cell == "lstm" else 1)
+            start = [np.zeros((L, B, H), np.float32)] * (2 if self.cell == "lstm" else 1)
         out = {q: np.empty((L, B, T, H), np.float32) for q in self.quantities}
-        x = self.embedding[ids]  # (B, T, E), float64 throughout: the float32 graphs differ from it by ~1e-6
+        x = self.embedding[ids]  # (B, T, E)
         for n, layer in enumerate(self.layers):
             xw = x @ layer.W.T + layer.Wb  # (B, T, G*H): the input half of every gate, all steps at once
-            hs = np.empty((B, T, H))
+            hs = np.empty((B, T, H), np.float32)
             step = {"lstm": self._lstm, "gru": self._gru, "rnn": self._rnn}[self.cell]
-            step(layer, xw, hs, {q: v[n] for q, v in out.items()}, *(np.asarray(s[n], np.float64) for s in start))
+            step(layer, xw, hs, {q: v[n] for q, v in out.items()}, *(np.asarray(s[n], np.float32) for s in start))
             x = hs
         return out
 
@@ -188,8 +189,8 @@ class TraceRun:
     """One text traced chunk by chunk, so that a long trace streams as it is computed and holds one chunk at a time.
 
     Each chunk starts from the served graph's state at the end of the previous one and is checked
-    against the graph's state at its own end, so float64 (numpy) and float32 (the graph) cannot drift
-    apart over a long text. The tolerance is relative: an LSTM cell state grows with the text (761 after
+    against the graph's state at its own end, so numpy and ONNX Runtime, rounding in different orders, cannot
+    drift apart over a long text. The tolerance is relative: an LSTM cell state grows with the text (761 after
     4,096 characters on the bundled Shakespeare model), and float32 carries ~7 significant digits.
     """
 
@@ -242,6 +243,9 @@ def trace_text(tracer: Tracer, runner, tokenizer, text: str, layers: list[int], 
 
 class Tracers:
     """One Tracer per loaded model version, read from its model.onnx on first use, and a cap on traces running.
+
+    A tracer holds its version's recurrent and embedding weights in float32 (about model.onnx's size) for as
+    long as the version is loaded, shared by every trace of it: a cost per traced version, not per call.
 
     Keyed by the version's runner, weakly: a version replaced in place by a hot reload gets a new
     runner and so a new tracer, and an unloaded version's tracer goes with it.

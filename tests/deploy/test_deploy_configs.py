@@ -93,7 +93,7 @@ def test_podman_compose_reads_the_file_as_intended(tmp_path):
     for line in replicas:
         assert "--network-alias rnnserve" in line  # how nginx and Prometheus find every replica
         assert "--healthcheck-command" in line and "grpc_health_probe.py" in line
-        assert "-m 1g" in line and "--cpus 1.0" in line
+        assert "-m 1280m" in line and "--cpus 1.0" in line
         assert re.search(r"-v \S+:/models:ro", line)
     assert any("-p 127.0.0.1:8080:8080" in line for line in runs)
 

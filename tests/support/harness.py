@@ -66,10 +66,12 @@ class Running:
 
 
 def settings(model_repo, **overrides) -> Settings:
-    # Every scrape renders afresh and none is refused: tests read metrics right after what changed them.
+    # Every scrape renders afresh and none is refused: tests read metrics right after what changed them. Tests hold
+    # up to 64 calls on one channel, past a replica's own cap per connection (test_transport.py tests that cap).
     defaults = {"host": "localhost", "port": 0, "health_port": 0, "metrics_host": "localhost", "metrics_port": 0,
                 "http_host": "localhost", "http_port": 0, "model_dir": str(model_repo), "intra_op_threads": 1,
-                "metrics_cache_s": 0.0, "metrics_max_per_s": 1e6, "metrics_max_clients": 64}
+                "metrics_cache_s": 0.0, "metrics_max_per_s": 1e6, "metrics_max_clients": 64,
+                "max_streams_per_connection": 1024}
     return Settings(**{**defaults, **overrides})
 
 

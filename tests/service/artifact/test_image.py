@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from service.artifact.image import ImageError, ImageLimits, ImageSpec, decode, image_tensor, to_tensor
 from tests.support import images
+from tests.support.data import ROOT
 
 SPEC = ImageSpec(32, 48)
 
@@ -75,3 +79,28 @@ def test_cmyk_jpeg_is_converted_to_rgb():
     img = decode(images.cmyk_jpeg())
     want = np.asarray(images.picture(), np.int16)
     assert img.mode == "RGB" and np.abs(np.asarray(img, np.int16) - want).mean() < 25
+
+
+PEAK_PROBE = """
+import re, sys
+from service.artifact.image import ImageSpec, image_tensor
+def status(key):  # this process's own peak (VmHWM), unlike ru_maxrss, which a child starts at its parent's
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
+data = sys.stdin.buffer.read()
+before = status("VmRSS")
+image_tensor(data, ImageSpec(128, 128))
+print(status("VmHWM") - before)
+"""
+
+
+@pytest.mark.process
+def test_reading_the_largest_image_holds_one_copy_of_its_pixels(tmp_path):
+    """What the server holds per image being read (image_decode_threads of them at once): 16 megapixels are 64 MB
+    in Pillow (4 bytes a pixel). exif_transpose's copy and convert("RGB")'s of an upright RGB image held 3 x 64 MB."""
+    side = 4000
+    out = tmp_path / "big.png"
+    Image.linear_gradient("L").resize((side, side)).convert("RGB").save(out, "PNG")
+    peak = subprocess.run([sys.executable, "-c", PEAK_PROBE], input=out.read_bytes(), capture_output=True,
+                          check=True, cwd=ROOT, timeout=300)
+    grown_mb = float(peak.stdout)
+    assert grown_mb < 1.5 * side * side * 4 / 2**20, f"reading a {side}x{side} PNG grew the peak RSS by {grown_mb:.0f} MB"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import tracemalloc
 
 import grpc
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from service import kinds
-from service.interpret import trace
+from service.interpret import cells, trace
 from service.kinds import char_lm
 from tests.support.data import ROOT
 from tests.support.harness import pb, servers
@@ -21,7 +23,7 @@ REGRESSIONS = {
     "python-lstm": ["e" * 127],
     "shakespeare-lstm": ["e" * 110, "漢字テキスト" * 100],
 }
-# And a sweep across the chunk boundaries on every bundled LM (bench/hostile.py goes up to 4,096).
+# And a sweep across the chunk boundaries on every bundled LM (bench/hostile/trace.py goes up to 4,096).
 SWEEP = {name: [text[:n] for text in ("e" * 1000, "漢字テキスト" * 200) for n in (1, 2, 127, 128, 129, 256, 257, 1000)]
          for name in ("python-lstm", "shakespeare-lstm", "shakespeare-gru")}
 
@@ -97,3 +99,34 @@ def test_a_trace_stops_computing_when_its_client_leaves_and_holds_a_slot_until_t
     assert gate.calls == 2  # of 30 chunks: none computed after the client left
     replies = list(tracing.stub.Trace(pb.TraceRequest(model="tiny-lstm", text="abc", layers=[0], units=[0]), timeout=30))
     assert len(replies) == 2
+
+
+LSTM = ROOT / "models" / "shakespeare-lstm" / "1"
+
+
+def test_a_versions_tracer_holds_its_weights_at_the_graphs_own_size():
+    """Kept for as long as the version is loaded, so a per-version cost: float32, as the graph stores them (float64
+    copies held twice the graph's size)."""
+    tracer = trace.Tracer.load(LSTM / "model.onnx")
+    arrays = [tracer.embedding, *(w for layer in tracer.layers for w in (layer.W, layer.R, layer.Wb, layer.Rb))]
+    assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
+    assert sum(a.nbytes for a in arrays) <= (LSTM / "model.onnx").stat().st_size
+
+
+def test_a_trace_chunk_is_computed_and_sent_in_a_few_times_its_message():
+    """What one Trace holds while its client reads nothing: a chunk's arrays and its message. Built as one list of
+    Python floats, the message took 32 bytes a value on top of itself (9x the message in all)."""
+    model = cells.Model.open(LSTM)
+    units = list(range(model.meta.sizes["hidden_size"]))
+    per_message = char_lm.TRACE_MESSAGE_VALUES // (len(units) * len(model.tracer.quantities))
+    run = trace.TraceRun(model.tracer, model.runner, model.tokenizer, "e" * 1024, [1] * len(units), units, 5,
+                         min(trace.TRACE_CHUNK_CHARS, per_message))
+    char_lm.next_steps(run, model.tokenizer.tokens)  # ONNX Runtime's arena and numpy's buffers warmed up
+    tracemalloc.start()
+    try:
+        reply = char_lm.next_steps(run, model.tokenizer.tokens)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(reply.steps) == trace.TRACE_CHUNK_CHARS and reply.ByteSize() > 900_000
+    assert peak < 5 * reply.ByteSize(), f"{peak / 1e6:.1f} MB to compute and build a {reply.ByteSize() / 1e6:.1f} MB message"

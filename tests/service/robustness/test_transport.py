@@ -4,9 +4,13 @@ cap, the health port answers while the gRPC port is full, and idle connections a
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -26,7 +30,7 @@ def test_every_transport_limit_is_a_setting_passed_to_grpc():
     assert dict(transport.options(s)) == {
         "grpc.max_concurrent_streams": 7, "grpc.max_allowed_incoming_connections": 9,
         "grpc.max_connection_idle_ms": 1500, "grpc.max_connection_age_ms": 60_000,
-        "grpc.max_connection_age_grace_ms": 90_000, "grpc.server_handshake_timeout_ms": 2000}
+        "grpc.max_connection_age_grace_ms": 90_000, "grpc.server_handshake_timeout_ms": 2000, "grpc.http2.bdp_probe": 0}
 
 
 class Attacker:
@@ -139,3 +143,47 @@ def test_connections_beyond_max_connections_are_refused(serve):
     finally:
         for channel in channels:
             channel.close()
+
+
+def test_a_connection_may_hold_32_streams_by_default(serve):
+    """What the server announces in its HTTP/2 SETTINGS. Under a rapid-reset flood every stream of the connection
+    that grpc lets in reaches the Python server; at 128 a flood took other clients' p99 to ~7x its quiet value
+    (bench/hostile/reset.py), at 32 to ~2.5x."""
+    running = serve(max_streams_per_connection=Settings().max_streams_per_connection)  # the harness raises it
+    with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while not any(isinstance(e, h2.events.RemoteSettingsChanged) for e in conn.receive_data(sock.recv(1 << 16))):
+            pass
+    assert conn.remote_settings.max_concurrent_streams == Settings().max_streams_per_connection == 32
+
+
+def _codes(calls) -> list[grpc.StatusCode]:
+    codes = []
+    for call in calls:
+        try:
+            call.result()
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as err:
+            codes.append(err.code())
+    return codes
+
+
+def test_calls_beyond_a_connections_streams_are_refused_unavailable_and_more_connections_carry_them(serve):
+    """grpc counts a stream against the cap until the server has let go of it (its rapid-reset defence, overload
+    protection), so a client that keeps more calls in flight on one connection gets the excess refused
+    (UNAVAILABLE, safe to retry: the call never started); spread over connections they all succeed."""
+    running = serve(max_streams_per_connection=4)
+    request = pb.ClassifyRequest(model="tiny-sentiment", texts=["fine"])
+    with grpc.insecure_channel(f"localhost:{running.port}", options=OWN_CONNECTION) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        codes = _codes([stub.Classify.future(request, timeout=60) for _ in range(40)])
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE} and codes.count(grpc.StatusCode.OK) >= 4
+    channels = [grpc.insecure_channel(f"localhost:{running.port}", options=OWN_CONNECTION) for _ in range(10)]
+    try:
+        calls = [pb_grpc.InferenceStub(ch).Classify.future(request, timeout=60) for ch in channels for _ in range(4)]
+        assert _codes(calls) == [grpc.StatusCode.OK] * 40
+    finally:
+        for ch in channels:
+            ch.close()

@@ -96,10 +96,11 @@ class Settings:
     session_max_s: float = 3600.0  # and one ends after this long in all (each of its requests has max_request_s)
     max_request_s: float = 900.0  # time budget of any call: 100,000 chars at ~250 chars/s in a full batch take 400 s
     keepalive_s: float = 20.0  # ping a client connection with calls this often; unanswered this long, it is dropped
-    max_streams_per_connection: int = 32  # HTTP/2 streams one connection may hold open; more wait in the client.
-                                          # A rapid-reset flood's streams reach the Python server while under it,
-                                          # and grpc refuses the rest in C (docs/reliability.md: 128 let a flood
-                                          # take healthy p99 to ~7x its quiet value, 32 to ~2.5x)
+    max_streams_per_connection: int = 128  # HTTP/2 streams one connection may hold open (nginx's default). grpc
+                                           # refuses a client's calls beyond it (UNAVAILABLE), and a rapid-reset
+                                           # flood's streams under it reach the Python server: 32 cuts the flood's
+                                           # cost to others ~7x -> ~2.5x p99 but refuses a client's 33rd call in
+                                           # flight (docs/reliability.md); compose's replicas, behind nginx, use 32
     max_connections: int = 2048  # client connections at once (nginx opens one per proxied call)
     connection_idle_s: float = 120.0  # a connection without calls for this long is closed
     connection_age_s: float = 3600.0  # a connection is asked to go away (GOAWAY) after this long; its calls may finish

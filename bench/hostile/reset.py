@@ -29,7 +29,9 @@ def reset(args: argparse.Namespace) -> None:
     seconds = 5 if args.quick else 20
     body = grpc_frame(pb.ClassifyRequest(model=CLASSIFIER, texts=["a fine film"]).SerializeToString())
     spawn = multiprocessing.get_context("spawn")  # not fork: this process runs grpc's threads
-    for limit, flags in (("off", ["--max-streams-per-connection", "100000"]), ("on", [])):
+    # The default cap per connection (128, what a direct client may keep in flight) and compose's 32
+    for limit, flags in (("off", ["--max-streams-per-connection", "100000"]), ("on", []),
+                         ("on, 32 per connection", ["--max-streams-per-connection", "32"])):
         with served(args, flags) as site, grpc.insecure_channel(site.target, options=OWN_CONNECTION) as ch:
             stub = pb_grpc.InferenceStub(ch)
             latencies(stub, 2, RATE)  # warm-up

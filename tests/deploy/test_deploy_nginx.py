@@ -108,14 +108,16 @@ def _seconds(text: str, directive: str) -> float:
 
 def test_long_streams_are_not_cut_by_the_balancer():
     """Timeouts are the longest silence allowed: above the replicas' own limits, so theirs (and their status) come
-    first. A client connection to nginx may hold 128 streams, more than a replica's 32: nginx gives every call an
-    upstream connection of its own."""
+    first. A client connection to nginx may hold 128 streams, more than compose's replicas' 32: nginx gives every
+    call an upstream connection of its own."""
     text, s = (DEPLOY / "nginx" / "nginx.conf").read_text(), Settings()
     for directive in ("grpc_read_timeout", "grpc_send_timeout"):
         assert _seconds(text, directive) > max(s.max_request_s, s.session_idle_s), directive
     assert _seconds(text, "client_body_timeout") >= s.session_max_s
     (streams,) = re.findall(r"http2_max_concurrent_streams (\d+);", text)
-    assert int(streams) == 128 > s.max_streams_per_connection
+    compose = (DEPLOY.parent / "docker-compose.yml").read_text()
+    (replica_cap,) = re.findall(r"RNNSERVE_MAX_STREAMS_PER_CONNECTION:-(\d+)", compose)
+    assert int(streams) == 128 == s.max_streams_per_connection > int(replica_cap)
     upstream_idle, client_idle = sorted(float(v) for v in re.findall(r"keepalive_timeout (\d+)s;", text))
     assert upstream_idle < s.connection_idle_s <= client_idle
     assert "least_conn;" in text and "http2" in text

@@ -15,6 +15,8 @@ import grpc
 import pytest
 
 from bench.failover import nginx_config
+from service.gen.inference import grpc_service_pb2 as v2
+from service.gen.inference import grpc_service_pb2_grpc as v2_grpc
 from service.gen.rnnserve.v1 import rnnserve_pb2_grpc as pb_grpc
 from service.settings import Settings
 from tests.deploy.conftest import DEPLOY, PROMPT, free_port, generate, health, http_get, metric, process, require, wait_until
@@ -77,6 +79,19 @@ def test_one_connection_streams_are_balanced_per_request(balancer):
     upstreams = set(re.findall(r"/rnnserve.v1.Inference/Generate HTTP/2.0\" 200 grpc_status=0 upstream=(\S+)",
                                access_log.read_text()))
     assert upstreams == {r.target for r in pair}
+
+
+def test_a_stream_session_may_send_more_in_all_than_one_request_may_be(balancer):
+    """A ModelStreamInfer session is one HTTP/2 request whose body is all of its requests: nginx's
+    client_max_body_size (4 MiB, for unary calls) ended such a session with INTERNAL once its requests added up to
+    4 MiB. Each message is bounded by the replica instead."""
+    target, *_ = balancer
+    big = v2.ModelInferRequest(model_name="tiny-sentiment", inputs=[v2.ModelInferRequest.InferInputTensor(
+        name="text", datatype="BYTES", shape=[1], contents=v2.InferTensorContents(bytes_contents=[b"x " * (1 << 19)]))])
+    with grpc.insecure_channel(target) as channel:
+        replies = list(v2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([big] * 8), timeout=120))
+    assert len(replies) == 8  # each answered (a text this long is refused in its reply; the session goes on)
+    assert all("text" in r.error_message or r.error_message == "" for r in replies), replies[0].error_message
 
 
 def test_health_is_answered_through_the_balancer(balancer):

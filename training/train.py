@@ -146,7 +146,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
             shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
             bar.write(f"step {step}: {shown} ({elapsed() / 60:.1f} min)")
             write({"step": step, "elapsed_s": elapsed(), "budget_min": used, **metrics})
-            if metrics.get("val_loss", math.inf) < best_loss:
+            # One process only: a snapshot gathers every rank's data position, and the other ranks are not here.
+            if world.size == 1 and metrics.get("val_loss", math.inf) < best_loss:
                 best_loss = metrics["val_loss"]
                 save_checkpoint(out_dir / "best.pt", snapshot())
         if log is not None:

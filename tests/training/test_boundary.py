@@ -1,5 +1,6 @@
-"""training/ imports nothing of service/ but the artifact contract, service.artifact (DESIGN.md: the artifact
-directory is the one coupling), which is all of service/ the training image copies (deploy/train.Dockerfile)."""
+"""training/ imports nothing of service/ but the artifact contract, service.artifact (the artifact directory is
+the one coupling between training and serving), which is all of service/ the training image copies
+(deploy/train.Dockerfile)."""
 
 from __future__ import annotations
 
